@@ -1,0 +1,184 @@
+"""The on-disk half of the cache: where cached bytes live, and how they get there.
+
+Layout: ``ROOT/ab/cd/<sha256>`` (two levels of two hex digits, so no directory
+holds more than a few hundred entries even with millions of files).  Writes go
+to ``ROOT/.tmp-*`` (locked while written), are fsynced and renamed into place
+atomically.  This module knows nothing of the catalog: which files *should* be
+here is the manager's business; this one only places, removes and lists bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from .locking import FileLock
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".tmp-"
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class TempFile:
+    """A temporary file being written in the cache directory (locked by its writer)."""
+
+    path: Path
+    file: BinaryIO
+    placed: bool = field(default=False)
+
+
+@dataclass
+class ScanResult:
+    """What a scan of the cache directory found."""
+
+    files: dict[str, int] = field(default_factory=dict)  # digest -> size on disk
+    removed_temps: list[Path] = field(default_factory=list)
+    removed_strays: list[Path] = field(default_factory=list)
+    foreign: list[Path] = field(default_factory=list)  # left alone, reported
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Cache:
+    """The cache directory: a content-addressed store of verified files."""
+
+    def __init__(self, root: Path, lock: FileLock):
+        self.root = root
+        self.lock = lock
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        """Where the file with this SHA-256 lives when cached."""
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def size(self, digest: str) -> int | None:
+        """Size of the cached file on disk, or None when it is not there."""
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    @contextmanager
+    def temp(self) -> Iterator[TempFile]:
+        """A new locked temporary file in the cache; removed on exit unless placed."""
+        with self.lock.shared():  # not created while a scan is removing temps
+            path = self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        handle = os.fdopen(fd, "w+b", buffering=0)
+        temp = TempFile(path, handle)
+        try:
+            yield temp
+        finally:
+            handle.close()
+            if not temp.placed:
+                path.unlink(missing_ok=True)
+
+    def place(self, temp: TempFile, digest: str) -> Path:
+        """Make ``temp`` durable and move it to its place for ``digest`` (atomic).
+
+        The caller holds ``self.lock.shared()`` from here until the catalog
+        records the file, so that a scan never sees the one without the other.
+        """
+        temp.file.flush()
+        os.fsync(temp.file.fileno())
+        target = self.path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp.path, target)
+        temp.placed = True
+        _fsync_dir(target.parent)
+        return target
+
+    def remove(self, digest: str) -> None:
+        """Remove the cached file for ``digest`` (nothing happens when it is absent)."""
+        self.path(digest).unlink(missing_ok=True)
+
+    def scan(self) -> ScanResult:
+        """List the cached files and remove what a finished write never leaves.
+
+        Removes temporary files whose writer is gone (their lock is free) and
+        entries inside the shard directories that are not well-named cached
+        files.  Anything else at the top level is not ours: it is left alone
+        and reported.  Call with ``self.lock.exclusive()`` held.
+        """
+        result = ScanResult()
+        for top in os.scandir(self.root):
+            path = Path(top.path)
+            if top.name.startswith(TEMP_PREFIX) and top.is_file(follow_symlinks=False):
+                if self._remove_if_abandoned(path):
+                    result.removed_temps.append(path)
+            elif _SHARD.fullmatch(top.name) and top.is_dir(follow_symlinks=False):
+                self._scan_shard(path, result)
+            else:
+                result.foreign.append(path)
+        for path in result.foreign:
+            log.warning("not a cache file, left alone: %s", path)
+        return result
+
+    def _scan_shard(self, shard: Path, result: ScanResult) -> None:
+        for sub in os.scandir(shard):
+            sub_path = Path(sub.path)
+            if not (_SHARD.fullmatch(sub.name) and sub.is_dir(follow_symlinks=False)):
+                self._remove_stray(sub_path, result)
+                continue
+            for entry in os.scandir(sub_path):
+                name = entry.name
+                well_placed = (
+                    _DIGEST.fullmatch(name) is not None
+                    and name[:2] == shard.name
+                    and name[2:4] == sub.name
+                    and entry.is_file(follow_symlinks=False)
+                )
+                if well_placed:
+                    result.files[name] = entry.stat(follow_symlinks=False).st_size
+                else:
+                    self._remove_stray(Path(entry.path), result)
+
+    @staticmethod
+    def _remove_stray(path: Path, result: ScanResult) -> None:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                for child in sorted(path.rglob("*"), reverse=True):
+                    child.rmdir() if child.is_dir() and not child.is_symlink() else child.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
+        except OSError as exc:  # pragma: no cover - e.g. a read-only mount
+            log.warning("could not remove %s: %s", path, exc)
+            return
+        result.removed_strays.append(path)
+
+    @staticmethod
+    def _remove_if_abandoned(path: Path) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False  # its writer is alive
+            raise
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        return True

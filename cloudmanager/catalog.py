@@ -1,0 +1,541 @@
+"""The catalog: what is known of every file, in SQLite.  Every SQL statement lives here.
+
+One connection per thread (SQLite connections are not shared between threads),
+WAL so that readers never wait for the writer, a long busy timeout and
+``BEGIN IMMEDIATE`` for every write so that concurrent writers queue instead of
+failing with "database is locked".  Running totals and the change sequence are
+kept by triggers (see schema.sql), so they move in the same transaction as the
+rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import CloudManagerError
+from .records import CacheEntry, FileRecord, Upload
+
+#: The schema version this code reads and writes (``PRAGMA user_version``).
+SCHEMA_VERSION = 2
+
+#: Connection settings, in one place: how long a writer waits for another
+#: before failing, and the pragmas every connection runs.
+BUSY_TIMEOUT_S = 60.0
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",  # a commit that returned survives a power loss
+    "PRAGMA foreign_keys = ON",
+)
+
+#: Steps from each older version to the next.  "@schema" applies schema.sql, whose
+#: statements are all idempotent: it adds the indexes and triggers a step needs.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: the change sequence, for catalog sync between nodes.
+    1: (
+        "ALTER TABLE files ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE state ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+        "DROP TRIGGER IF EXISTS uploads_insert",
+        "DROP TRIGGER IF EXISTS uploads_update",
+        "DROP TRIGGER IF EXISTS uploads_delete",
+        "@schema",
+        """WITH numbered AS (
+               SELECT hash, row_number() OVER (ORDER BY datetime, hash) AS n FROM files)
+           UPDATE files SET seq = numbered.n FROM numbered WHERE numbered.hash = files.hash""",
+        "UPDATE state SET seq = (SELECT count(*) FROM files)",
+    ),
+}
+
+
+class CatalogError(CloudManagerError):
+    """The catalog file cannot be used (unreadable, or from a newer version)."""
+
+
+def schema_text() -> str:
+    """The text of schema.sql shipped with the package."""
+    return resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split an SQL script into complete statements (triggers kept whole)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending.strip()
+            pending = ""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of asking the catalog to count a file as cached."""
+
+    admitted: bool
+    victims: tuple[str, ...] = ()  # files evicted to make room (to remove from disk)
+    already: bool = False  # it was cached already
+
+
+@dataclass(frozen=True)
+class HostHealth:
+    """How a host has behaved lately."""
+
+    name: str
+    failures: int = 0
+    last_ok: int | None = None
+    last_error: str | None = None
+    last_error_time: int | None = None
+
+
+def _month(now: float) -> str:
+    return time.strftime("%Y-%m", time.gmtime(now))
+
+
+class Catalog:
+    """The SQLite catalog of one node.  Safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise CatalogError(f"cannot create catalog {self.path}: no directory {self.path.parent}")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._closed = False
+        try:
+            self._migrate(self._db)
+        except sqlite3.Error as exc:
+            self.close()
+            raise CatalogError(f"cannot use catalog {self.path}: {exc}") from exc
+
+    # -- connections and transactions -------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise CatalogError("the catalog is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,  # close() may close it from another thread
+            )
+            for pragma in PRAGMAS:
+                conn.execute(pragma)
+        except sqlite3.Error as exc:
+            raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
+        self._local.conn = conn
+        with self._guard:
+            self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken at once (``BEGIN IMMEDIATE``) so it queues safely."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection opened by any thread."""
+        with self._guard:
+            self._closed = True
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- schema ---------------------------------------------------------------------
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        with self._write():
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog {self.path} has schema version {version}; this cloudmanager "
+                    f"knows up to {SCHEMA_VERSION}: upgrade cloudmanager"
+                )
+            if version == 0:
+                tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if tables:
+                    raise CatalogError(f"{self.path} is an SQLite file, but not a cloudmanager catalog")
+                self._run_script(db, schema_text())
+                return
+            while version < SCHEMA_VERSION:
+                for step in _MIGRATIONS[version]:
+                    if step == "@schema":
+                        self._run_script(db, schema_text())
+                    else:
+                        db.execute(step)
+                version += 1
+                db.execute(f"PRAGMA user_version = {int(version)}")
+
+    @staticmethod
+    def _run_script(db: sqlite3.Connection, script: str) -> None:
+        for statement in _statements(script):
+            db.execute(statement)
+
+    def schema_version(self) -> int:
+        """The schema version of the open catalog."""
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- reads ----------------------------------------------------------------------
+
+    def exists(self, digest: str) -> bool:
+        """True when the file is in the catalog."""
+        return self._db.execute("SELECT 1 FROM files WHERE hash = ?", (digest,)).fetchone() is not None
+
+    def is_cached(self, digest: str) -> bool:
+        """True when the catalog counts the file as cached."""
+        row = self._db.execute("SELECT cached FROM files WHERE hash = ?", (digest,)).fetchone()
+        return bool(row and row[0])
+
+    def entry(self, digest: str) -> CacheEntry | None:
+        """The local state of one file, or None when unknown."""
+        row = self._db.execute(
+            "SELECT hash, name, size, cached, pinned, copies FROM files WHERE hash = ?", (digest,)
+        ).fetchone()
+        if row is None:
+            return None
+        return CacheEntry(row[0], row[1], row[2], bool(row[3]), bool(row[4]), row[5])
+
+    def record(self, digest: str) -> FileRecord | None:
+        """The exchangeable record of one file (name, size, time, uploads), or None."""
+        rows = self._db.execute(
+            """SELECT f.hash, f.name, f.size, f.datetime, u.host, u.url, u.error
+                 FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+                WHERE f.hash = ? ORDER BY u.host""",
+            (digest,),
+        ).fetchall()
+        return next(self._group(rows), None)
+
+    def records(self) -> Iterator[FileRecord]:
+        """Every record, in hash order, streamed."""
+        cursor = self._db.execute(
+            """SELECT f.hash, f.name, f.size, f.datetime, u.host, u.url, u.error
+                 FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+                ORDER BY f.hash, u.host"""
+        )
+        yield from self._group(cursor)
+
+    @staticmethod
+    def _group(rows: Iterable[Sequence[object]]) -> Iterator[FileRecord]:
+        for _, group in itertools.groupby(rows, key=lambda row: row[0]):
+            items = list(group)
+            first = items[0]
+            uploads = tuple(
+                Upload(str(host), url, error)  # type: ignore[arg-type]
+                for _, _, _, _, host, url, error in items
+                if host is not None
+            )
+            yield FileRecord(str(first[0]), str(first[1]), int(first[2]), int(first[3]), uploads)  # type: ignore[call-overload]
+
+    def usage(self) -> tuple[int, int]:
+        """(cached bytes, cached files), read from the running totals: constant time."""
+        row = self._db.execute("SELECT cached_bytes, cached_files FROM state WHERE id = 0").fetchone()
+        return int(row[0]), int(row[1])
+
+    def cached_sizes(self) -> dict[str, int]:
+        """Every file the catalog counts as cached, with its size."""
+        return dict(self._db.execute("SELECT hash, size FROM files WHERE cached = 1"))
+
+    def count(self) -> int:
+        """How many files the catalog knows."""
+        return int(self._db.execute("SELECT count(*) FROM files").fetchone()[0])
+
+    def host_health(self, names: Iterable[str]) -> dict[str, HostHealth]:
+        """Health of the named hosts (a host never used is perfectly healthy)."""
+        wanted = list(names)
+        found = {
+            row[0]: HostHealth(*row)
+            for row in self._db.execute(
+                """SELECT name, failures, last_ok, last_error, last_error_time FROM hosts
+                    WHERE name IN (SELECT value FROM json_each(?))""",
+                (_json_list(wanted),),
+            )
+        }
+        return {name: found.get(name, HostHealth(name)) for name in wanted}
+
+    def missing_copies(self, hosts: Sequence[str]) -> list[tuple[str, str]]:
+        """(hash, host) pairs a sync should retry: an error recorded for one of
+        ``hosts``, or a file no host holds yet that ``host`` has no entry for."""
+        names = _json_list(hosts)
+        rows = self._db.execute(
+            """SELECT hash, host FROM uploads
+                WHERE error IS NOT NULL AND host IN (SELECT value FROM json_each(:names))
+               UNION
+               SELECT f.hash, h.value FROM files f, json_each(:names) h
+                WHERE f.copies = 0
+                  AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.hash = f.hash AND u.host = h.value)
+               ORDER BY 1, 2""",
+            {"names": names},
+        )
+        return [(str(a), str(b)) for a, b in rows]
+
+    # -- cache state ----------------------------------------------------------------
+
+    def admit(self, record: FileRecord, capacity: int) -> Admission:
+        """Count a file as cached if it fits, evicting least recently used files.
+
+        In one transaction: when the file is cached already it is touched;
+        otherwise the least recently used evictable files (cached, unpinned,
+        held by a host) are uncounted until the file fits, the file's row is
+        created if new, marked cached and stamped most recently used.  When it
+        cannot fit, nothing changes.  The caller removes the victims' bytes.
+        """
+        with self._write() as db:
+            row = db.execute("SELECT cached FROM files WHERE hash = ?", (record.hash,)).fetchone()
+            if row is not None and row[0]:
+                self._touch(db, record.hash)
+                return Admission(True, already=True)
+            used = db.execute("SELECT cached_bytes FROM state WHERE id = 0").fetchone()[0]
+            victims = self._choose_victims(db, used + record.size - capacity)
+            if victims is None:
+                return Admission(False)
+            db.executemany("UPDATE files SET cached = 0 WHERE hash = ?", ((v,) for v in victims))
+            clock = self._tick(db)
+            db.execute(
+                """INSERT INTO files (hash, name, size, datetime, cached, access)
+                   VALUES (?, ?, ?, ?, 1, ?)
+                   ON CONFLICT (hash) DO UPDATE SET cached = 1, access = excluded.access""",
+                (record.hash, record.name, record.size, record.datetime, clock),
+            )
+            return Admission(True, tuple(victims))
+
+    @staticmethod
+    def _choose_victims(db: sqlite3.Connection, need: int) -> list[str] | None:
+        """Least recently used evictable files freeing ``need`` bytes (None: impossible)."""
+        victims: list[str] = []
+        freed = 0
+        if need <= 0:
+            return victims
+        cursor = db.execute(
+            "SELECT hash, size FROM files WHERE cached = 1 AND pinned = 0 AND copies > 0 ORDER BY access"
+        )
+        for digest, size in cursor:
+            victims.append(digest)
+            freed += size
+            if freed >= need:
+                cursor.close()
+                return victims
+        return None
+
+    def shrink_to(self, capacity: int) -> list[str]:
+        """Uncount least recently used evictable files until usage fits ``capacity``."""
+        with self._write() as db:
+            used = db.execute("SELECT cached_bytes FROM state WHERE id = 0").fetchone()[0]
+            if used <= capacity:
+                return []
+            victims = self._choose_victims(db, used - capacity)
+            if victims is None:  # cannot fit: free what may be freed
+                victims = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT hash FROM files WHERE cached = 1 AND pinned = 0 AND copies > 0"
+                    )
+                ]
+            db.executemany("UPDATE files SET cached = 0 WHERE hash = ?", ((v,) for v in victims))
+            return victims
+
+    @staticmethod
+    def _tick(db: sqlite3.Connection) -> int:
+        row = db.execute("UPDATE state SET clock = clock + 1 WHERE id = 0 RETURNING clock").fetchone()
+        return int(row[0])
+
+    def _touch(self, db: sqlite3.Connection, digest: str) -> None:
+        db.execute("UPDATE files SET access = ? WHERE hash = ?", (self._tick(db), digest))
+
+    def touch(self, digest: str) -> None:
+        """Mark a cached file as the most recently used."""
+        with self._write() as db:
+            self._touch(db, digest)
+
+    def uncache(self, digests: Iterable[str]) -> list[str]:
+        """Count these files as no longer cached; returns those that were."""
+        changed = []
+        with self._write() as db:
+            for digest in digests:
+                cur = db.execute("UPDATE files SET cached = 0 WHERE hash = ? AND cached = 1", (digest,))
+                if cur.rowcount:
+                    changed.append(digest)
+        return changed
+
+    def evictable(self, digests: Iterable[str] | None = None) -> list[str]:
+        """Of ``digests`` (or all), the cached files that may be evicted, LRU first."""
+        rows = self._db.execute(
+            "SELECT hash FROM files WHERE cached = 1 AND pinned = 0 AND copies > 0 ORDER BY access"
+        )
+        wanted = None if digests is None else set(digests)
+        return [r[0] for r in rows if wanted is None or r[0] in wanted]
+
+    def set_pinned(self, digest: str, pinned: bool) -> bool:
+        """Pin (never evict) or unpin a file; False when the file is unknown."""
+        with self._write() as db:
+            cur = db.execute("UPDATE files SET pinned = ? WHERE hash = ?", (int(pinned), digest))
+            return cur.rowcount > 0
+
+    def recount(self) -> bool:
+        """Set the running totals from the rows; True when they were wrong."""
+        with self._write() as db:
+            actual = db.execute(
+                "SELECT coalesce(sum(size), 0), count(*) FROM files WHERE cached = 1"
+            ).fetchone()
+            kept = db.execute("SELECT cached_bytes, cached_files FROM state WHERE id = 0").fetchone()
+            if tuple(actual) == tuple(kept):
+                return False
+            db.execute("UPDATE state SET cached_bytes = ?, cached_files = ? WHERE id = 0", actual)
+            return True
+
+    # -- files and host copies ------------------------------------------------------
+
+    def add(self, record: FileRecord) -> bool:
+        """Insert a file (not cached) with its uploads; False when it was known."""
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO files (hash, name, size, datetime) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (record.hash, record.name, record.size, record.datetime),
+            )
+            for upload in record.uploads:
+                self._set_upload(db, record.hash, upload)
+            return cur.rowcount > 0
+
+    def forget(self, digest: str) -> bool:
+        """Remove a file and its uploads from the catalog; False when unknown."""
+        with self._write() as db:
+            return db.execute("DELETE FROM files WHERE hash = ?", (digest,)).rowcount > 0
+
+    @staticmethod
+    def _set_upload(db: sqlite3.Connection, digest: str, upload: Upload) -> None:
+        db.execute(
+            """INSERT INTO uploads (hash, host, url, error, time) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (hash, host) DO UPDATE
+               SET url = excluded.url, error = excluded.error, time = excluded.time""",
+            (digest, upload.host, upload.url, upload.error, int(time.time())),
+        )
+
+    def record_upload(self, digest: str, upload: Upload, sent: int = 0) -> None:
+        """Record one host's result for one file, and the host's health and traffic."""
+        with self._write() as db:
+            self._set_upload(db, digest, upload)
+            self._note_host(db, upload.host, upload.error, sent=sent)
+
+    def record_fetch(self, host: str, error: str | None, fetched: int = 0, *,
+                     digest: str | None = None, lost: bool = False) -> None:
+        """Record a download attempt from ``host``.  With ``lost``, the host's copy
+        of ``digest`` is recorded as gone (wrong bytes, or not there any more)."""
+        with self._write() as db:
+            if lost and digest is not None:
+                self._set_upload(db, digest, Upload(host, error=error or "copy lost"))
+            self._note_host(db, host, error, fetched=fetched)
+
+    def note_host(self, host: str, error: str | None, sent: int = 0, fetched: int = 0) -> None:
+        """Record how a host did (error None: success) and the bytes it moved."""
+        with self._write() as db:
+            self._note_host(db, host, error, sent=sent, fetched=fetched)
+
+    @staticmethod
+    def _note_host(db: sqlite3.Connection, host: str, error: str | None,
+                   sent: int = 0, fetched: int = 0) -> None:
+        now = int(time.time())
+        if error is None:
+            db.execute(
+                """INSERT INTO hosts (name, failures, last_ok) VALUES (?, 0, ?)
+                   ON CONFLICT (name) DO UPDATE SET failures = 0, last_ok = excluded.last_ok""",
+                (host, now),
+            )
+        else:
+            db.execute(
+                """INSERT INTO hosts (name, failures, last_error, last_error_time) VALUES (?, 1, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET failures = failures + 1,
+                       last_error = excluded.last_error, last_error_time = excluded.last_error_time""",
+                (host, error, now),
+            )
+        if sent or fetched:
+            db.execute(
+                """INSERT INTO transfers (month, host, sent, fetched) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (month, host) DO UPDATE
+                   SET sent = sent + excluded.sent, fetched = fetched + excluded.fetched""",
+                (_month(now), host, sent, fetched),
+            )
+
+    # -- node sync ------------------------------------------------------------------
+
+    def merge(self, records: Sequence[FileRecord]) -> int:
+        """Union ``records`` into the catalog in one transaction; returns how many
+        files were added or changed.  A URL beats an error for the same host;
+        a known file keeps its name.  Raises ValueError (naming the hash) when a
+        record's size disagrees with the catalog, and then changes nothing."""
+        with self._write() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS load_files "
+                       "(hash TEXT PRIMARY KEY, name TEXT, size INTEGER, datetime INTEGER)")
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS load_uploads "
+                       "(hash TEXT, host TEXT, url TEXT, error TEXT, PRIMARY KEY (hash, host))")
+            db.execute("DELETE FROM load_files")
+            db.execute("DELETE FROM load_uploads")
+            db.executemany(
+                "INSERT INTO load_files VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                ((r.hash, r.name, r.size, r.datetime) for r in records),
+            )
+            db.executemany(
+                """INSERT INTO load_uploads VALUES (?, ?, ?, ?) ON CONFLICT (hash, host) DO UPDATE
+                   SET url = coalesce(load_uploads.url, excluded.url),
+                       error = CASE WHEN coalesce(load_uploads.url, excluded.url) IS NULL
+                                    THEN load_uploads.error END""",
+                ((r.hash, u.host, u.url, u.error) for r in records for u in r.uploads),
+            )
+            clash = db.execute(
+                """SELECT l.hash FROM load_files l JOIN files f ON f.hash = l.hash
+                    WHERE f.size <> l.size LIMIT 1"""
+            ).fetchone()
+            if clash:
+                raise ValueError(clash[0])
+            changed = db.execute(
+                """SELECT count(*) FROM load_files l
+                    WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.hash = l.hash)
+                       OR EXISTS (SELECT 1 FROM load_uploads lu
+                                   LEFT JOIN uploads u ON u.hash = lu.hash AND u.host = lu.host
+                                   WHERE lu.hash = l.hash
+                                     AND (u.hash IS NULL OR (u.url IS NULL AND lu.url IS NOT NULL)))"""
+            ).fetchone()[0]
+            db.execute(
+                """INSERT INTO files (hash, name, size, datetime)
+                   SELECT hash, name, size, datetime FROM load_files WHERE true
+                   ON CONFLICT (hash) DO NOTHING"""
+            )
+            db.execute(
+                """INSERT INTO uploads (hash, host, url, error, time)
+                   SELECT hash, host, url, error, ? FROM load_uploads WHERE true
+                   ON CONFLICT (hash, host) DO UPDATE
+                   SET url = excluded.url, error = NULL, time = excluded.time
+                   WHERE uploads.url IS NULL AND excluded.url IS NOT NULL""",
+                (int(time.time()),),
+            )
+            db.execute("DELETE FROM load_files")
+            db.execute("DELETE FROM load_uploads")
+            return int(changed)
+
+
+def _json_list(values: Sequence[str]) -> str:
+    """A list of names as one JSON parameter (read back in SQL with json_each)."""
+    return json.dumps(list(values))

@@ -1,0 +1,51 @@
+"""The exceptions cloudmanager raises at its boundaries."""
+
+from __future__ import annotations
+
+
+class CloudManagerError(Exception):
+    """Base class of every error cloudmanager raises on purpose."""
+
+
+class InvalidDump(CloudManagerError, ValueError):
+    """A JSON dump (from ``data_load``) that is not valid format "0.1"/"0.2".
+
+    ``record`` is the index of the offending record (``None`` when the document
+    as a whole is bad) and ``field`` the name of the offending field.
+    """
+
+    def __init__(self, message: str, record: int | None = None, field: str | None = None):
+        where = []
+        if record is not None:
+            where.append(f"record {record}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        super().__init__(f"invalid dump: {prefix}{message}")
+        self.record = record
+        self.field = field
+        self.reason = message
+
+
+class InvalidHash(CloudManagerError, ValueError):
+    """A string that is not a SHA-256 written as 64 lowercase hex digits."""
+
+
+class HostError(CloudManagerError):
+    """A host could not store, return, check or delete an object.
+
+    The message says which host and what went wrong; it never carries a secret.
+    """
+
+    def __init__(self, host: str, message: str):
+        super().__init__(f"{host}: {message}")
+        self.host = host
+        self.reason = message
+
+
+class ObjectMissing(HostError):
+    """The host answered, and does not hold the object asked for."""
+
+
+class HostUnsupported(HostError):
+    """The host cannot do what was asked (delete, check) by its nature."""

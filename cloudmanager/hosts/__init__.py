@@ -1,0 +1,20 @@
+"""Hosts: the places files are sent to.  See base.py for the contract."""
+
+from .base import Checker, Deleter, Host
+from .folder import FolderHost
+from .memory import MemoryHost
+from .plowshare import PlowshareHost
+from .registry import make_host, make_hosts, register, schemes
+
+__all__ = [
+    "Checker",
+    "Deleter",
+    "FolderHost",
+    "Host",
+    "MemoryHost",
+    "PlowshareHost",
+    "make_host",
+    "make_hosts",
+    "register",
+    "schemes",
+]

@@ -1,0 +1,88 @@
+"""The host contract: what every kind of host does, written once, as docstrings.
+
+A *host* is anything that can take a file and give it back later: a folder, a
+file locker, an SFTP server, a bucket, another node.  A host kind implements two
+required operations, :meth:`Host.upload` and :meth:`Host.download`; abilities
+some hosts have and others lack are separate interfaces that callers discover
+with ``isinstance``: :class:`Deleter` and :class:`Checker`.
+
+Rules every implementation follows:
+
+* Errors are :class:`~cloudmanager.errors.HostError` (or its subclass
+  :class:`~cloudmanager.errors.ObjectMissing` when the host answered that it does
+  not hold the object), with a message that names what went wrong and never a
+  secret.  Anything else escaping a host is a bug in that host; the manager
+  still records it as that host's error.
+* A locator is the string ``upload`` returned (a URL where the host has one).
+  Locators also arrive from other nodes' dumps, so they are hostile: a host
+  validates every locator before using it and refuses one that points outside
+  its own storage.
+* Files are streamed: no operation holds a whole file in memory (the in-process
+  ``memory://`` host, made for tests, is the one exception).
+* Methods may be called from several threads at once.
+* ``name`` identifies the host in the catalog and in dumps: it is the same on
+  every node that uses the same host.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import BinaryIO, ClassVar
+
+
+class Host(ABC):
+    """A place files can be sent to and fetched back from."""
+
+    #: The URL scheme of this kind of host (``file``, ``plowshare``...).
+    scheme: ClassVar[str]
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @abstractmethod
+    def upload(self, source: Path, name: str, digest: str) -> str:
+        """Store the file at ``source`` and return its locator.
+
+        ``name`` is the file's (clean) name, for hosts that show names to
+        people; ``digest`` its SHA-256, for content-addressed hosts.  Uploading
+        the same content twice may return the same locator.  Raises HostError.
+        """
+
+    @abstractmethod
+    def download(self, locator: str, out: BinaryIO) -> None:
+        """Write the bytes stored under ``locator`` to the binary file ``out``.
+
+        Raises ObjectMissing when the host does not hold it, HostError for any
+        other failure.  The caller verifies the bytes; a host need not.
+        """
+
+    def url(self) -> str:
+        """The host's URL as configured, without any secret in it."""
+        return f"{self.scheme}://{self.name}"
+
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
+        """Release connections or other resources (default: nothing to do)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.url()}>"
+
+
+class Deleter(ABC):
+    """Ability: the host can remove an object it stores."""
+
+    @abstractmethod
+    def delete(self, locator: str) -> None:
+        """Remove the object; removing an object already gone is not an error."""
+
+
+class Checker(ABC):
+    """Ability: the host can tell whether it holds an object, without sending it."""
+
+    @abstractmethod
+    def check(self, locator: str) -> int | None:
+        """The object's size in bytes (None when the host cannot tell sizes).
+
+        Raises ObjectMissing when the host does not hold it, HostError when it
+        cannot answer.
+        """

@@ -1,0 +1,102 @@
+"""``file:///dir``: a folder (a second disk, a NAS mount) as a host.
+
+Objects are stored by content as ``DIR/ab/cd/<sha256>``, written to a temporary
+file in DIR, fsynced and renamed, so a reader never sees half a file and an
+upload of content already there costs nothing.  The locator is the object's
+``file://`` URL; only its last three parts are used when fetching, so the same
+folder mounted at another path on another node still works, and a locator that
+points elsewhere is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from ..errors import HostError, ObjectMissing
+from ..streams import BUFFER_SIZE
+from .base import Checker, Deleter, Host
+
+_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
+
+
+class FolderHost(Host, Deleter, Checker):
+    """A local or mounted folder."""
+
+    scheme = "file"
+
+    def __init__(self, root: str | Path, name: str | None = None):
+        root = Path(root)
+        if not root.is_absolute():
+            raise ValueError(f"a folder host needs an absolute path, not {str(root)!r}")
+        super().__init__(name or root.name or "root")
+        self.root = root
+
+    def url(self) -> str:
+        """The folder as a ``file://`` URL."""
+        return self.root.as_uri()
+
+    def _object(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def _path(self, locator: str) -> Path:
+        parts = urlsplit(locator)
+        match = _KEY.search(unquote(parts.path)) if parts.scheme == "file" else None
+        if match is None:
+            raise ObjectMissing(self.name, f"not a locator of this folder host: {locator[:200]!r}")
+        return self._object(match.group(3))
+
+    def upload(self, source: Path, name: str, digest: str) -> str:
+        """Copy ``source`` into the folder (atomic; skipped when already there)."""
+        target = self._object(digest)
+        try:
+            size = source.stat().st_size
+            if target.is_file() and target.stat().st_size == size:
+                return target.as_uri()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.root / f".tmp-{secrets.token_hex(8)}"
+            try:
+                shutil.copyfile(source, temp)
+                fd = os.open(temp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(temp, target)
+            finally:
+                temp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise HostError(self.name, f"cannot store in {self.root}: {exc.strerror or exc}") from exc
+        return target.as_uri()
+
+    def download(self, locator: str, out: BinaryIO) -> None:
+        """Stream the object to ``out``."""
+        path = self._path(locator)
+        try:
+            with open(path, "rb") as handle:
+                shutil.copyfileobj(handle, out, BUFFER_SIZE)
+        except FileNotFoundError:
+            raise ObjectMissing(self.name, f"no such object: {path.name}") from None
+        except OSError as exc:
+            raise HostError(self.name, f"cannot read {path}: {exc.strerror or exc}") from exc
+
+    def delete(self, locator: str) -> None:
+        """Remove the object (nothing happens when it is gone already)."""
+        try:
+            self._path(locator).unlink(missing_ok=True)
+        except OSError as exc:
+            raise HostError(self.name, f"cannot delete: {exc.strerror or exc}") from exc
+
+    def check(self, locator: str) -> int | None:
+        """The object's size."""
+        try:
+            return self._path(locator).stat().st_size
+        except FileNotFoundError:
+            raise ObjectMissing(self.name, "no such object") from None
+        except OSError as exc:
+            raise HostError(self.name, f"cannot check: {exc.strerror or exc}") from exc

@@ -1,0 +1,71 @@
+"""``memory://NAME``: a host that keeps objects in this process's memory.
+
+For tests and examples (as Devilry's MemoryDeliveryStore).  Every host of one
+NAME in a process shares one store, so two managers in a test see each other's
+uploads as two nodes would see one real host.  It holds whole files in memory
+by nature: not for large files.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import BinaryIO, ClassVar
+
+from ..errors import ObjectMissing
+from .base import Checker, Deleter, Host
+
+
+class MemoryHost(Host, Deleter, Checker):
+    """An in-process dictionary of objects, shared by name."""
+
+    scheme = "memory"
+    _stores: ClassVar[dict[str, dict[str, bytes]]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        with self._guard:
+            self.objects = self._stores.setdefault(name, {})
+
+    @classmethod
+    def reset(cls, name: str | None = None) -> None:
+        """Empty one named store (or all of them)."""
+        with cls._guard:
+            for key, store in cls._stores.items():
+                if name is None or key == name:
+                    store.clear()
+
+    def _key(self, locator: str) -> str:
+        prefix = f"memory://{self.name}/"
+        if not locator.startswith(prefix):
+            raise ObjectMissing(self.name, f"not a locator of this host: {locator[:200]!r}")
+        return locator[len(prefix):]
+
+    def upload(self, source: Path, name: str, digest: str) -> str:
+        """Keep the file's bytes under its hash."""
+        data = source.read_bytes()
+        with self._guard:
+            self.objects[digest] = data
+        return f"memory://{self.name}/{digest}"
+
+    def download(self, locator: str, out: BinaryIO) -> None:
+        """Write the stored bytes to ``out``."""
+        with self._guard:
+            data = self.objects.get(self._key(locator))
+        if data is None:
+            raise ObjectMissing(self.name, "no such object")
+        out.write(data)
+
+    def delete(self, locator: str) -> None:
+        """Forget the object."""
+        with self._guard:
+            self.objects.pop(self._key(locator), None)
+
+    def check(self, locator: str) -> int | None:
+        """The object's size."""
+        with self._guard:
+            data = self.objects.get(self._key(locator))
+        if data is None:
+            raise ObjectMissing(self.name, "no such object")
+        return len(data)

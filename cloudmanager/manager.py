@@ -1,0 +1,393 @@
+"""CloudManager: the orchestration of one node's catalog, cache and hosts.
+
+No SQL here (catalog.py) and no file layout (cache.py): this module decides
+*what* happens to a file, in which order, so that the catalog and the cache
+never disagree and a file whose upload returned its hash is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from . import payload
+from .cache import Cache, TempFile
+from .catalog import Catalog
+from .errors import HostError, InvalidDump, ObjectMissing
+from .hosts import Host, make_hosts
+from .locking import FileLock
+from .names import clean_name, is_sha256
+from .paths import default_host_urls
+from .records import FileRecord, Upload
+from .streams import HashingWriter, copy_hashing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RepairReport:
+    """What the consistency check between catalog and cache found and mended."""
+
+    removed_temps: int = 0
+    removed_strays: int = 0  # files on disk the catalog did not count as cached
+    uncounted: list[str] = field(default_factory=list)  # rows whose cached file was gone or wrong
+    recounted: bool = False  # the running totals were wrong and were reset
+    evicted: int = 0  # evicted to fit a smaller capacity
+    foreign: list[str] = field(default_factory=list)  # not ours, left alone
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing needed mending."""
+        return not (self.removed_temps or self.removed_strays or self.uncounted or self.recounted)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, HostError):
+        return exc.reason
+    log.error("host raised an unexpected %s", type(exc).__name__, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"[:1024]
+
+
+class CloudManager:
+    """A pool of files kept on several hosts, with a local LRU cache.
+
+    ``CloudManager(database_path, storage_path, capacity, hosts=None)``
+
+    * ``database_path``: the SQLite catalog (created with the schema when
+      missing, migrated when older).
+    * ``storage_path``: the cache directory; it holds cached files only.
+    * ``capacity``: how many bytes the cache may hold.
+    * ``hosts``: host URLs (``file:///abs/dir``, ``plowshare://MODULE``,
+      ``memory://NAME``) or Host objects; ``None`` means one folder host,
+      ``vault``, in the user's data directory.
+
+    Every file is known by its SHA-256 (64 lowercase hex digits).  Safe to use
+    from several threads, and several processes may open the same catalog and
+    cache.  Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        database_path: str | os.PathLike[str],
+        storage_path: str | os.PathLike[str],
+        capacity: int,
+        hosts: Sequence[str | Host] | None = None,
+    ):
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"capacity must be a number of bytes >= 0, not {capacity!r}")
+        self.capacity = capacity
+        self.hosts: list[Host] = make_hosts(default_host_urls() if hosts is None else hosts)
+        self._by_name = {host.name: host for host in self.hosts}
+        self.catalog = Catalog(database_path)
+        lock = FileLock(Path(f"{os.fspath(database_path)}.lock"))
+        self.cache = Cache(Path(storage_path), lock)
+        self._pool: ThreadPoolExecutor | None = None
+        self.last_repair = self.repair()
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish pending work and release the catalog, the threads and the hosts."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for host in self.hosts:
+            host.close()
+        self.catalog.close()
+
+    def __enter__(self) -> CloudManager:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    # -- questions --------------------------------------------------------------------
+
+    def exists(self, digest: str) -> bool:
+        """True when the file is in the catalog (False for a malformed hash)."""
+        return is_sha256(digest) and self.catalog.exists(digest)
+
+    def on_cache(self, digest: str) -> bool:
+        """True when the file is in the local cache (False for a malformed hash)."""
+        return is_sha256(digest) and self.catalog.is_cached(digest)
+
+    def info(self, digest: str) -> dict[str, Any] | None:
+        """The file's record in the exchange format "0.2", or None when unknown."""
+        if not is_sha256(digest):
+            return None
+        record = self.catalog.record(digest)
+        return None if record is None else payload.to_dict(record)
+
+    def usage_ratio(self) -> float:
+        """Cached bytes / capacity, from the catalog's running total (constant time)."""
+        used, _ = self.catalog.usage()
+        return used / self.capacity if self.capacity else 0.0
+
+    def path(self, digest: str) -> Path:
+        """Where the file with this hash lives when it is cached."""
+        return self.cache.path(digest)
+
+    # -- upload -----------------------------------------------------------------------
+
+    def upload(self, path: str | os.PathLike[str]) -> str | Literal[False]:
+        """Keep a file: cache it and send it to every host, in parallel.
+
+        Returns its SHA-256, or False when it could be kept nowhere (no host
+        took it and it does not fit the cache).  The file is read once: hashed
+        while copied into the cache.  Content already known is not sent again.
+        A file no host took stays in the cache, is never evicted, and
+        :meth:`sync` sends it later.  Raises FileNotFoundError or
+        IsADirectoryError for a bad path, recording nothing.
+        """
+        source = Path(path)
+        info = os.stat(source)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(21, "Is a directory", str(source))
+        with open(source, "rb") as handle:
+            if info.st_size > self.capacity:
+                digest, size = copy_hashing(handle)
+                record = self._new_record(source, digest, size)
+                return self._keep_uncached(record, source)
+            with self.cache.temp() as temp:
+                digest, size = copy_hashing(handle, temp.file)
+                record = self._new_record(source, digest, size)
+                entry = self.catalog.entry(digest)
+                if entry is not None and entry.cached:
+                    self.catalog.touch(digest)
+                    return digest
+                placed = self._place(temp, record)
+        if entry is not None:  # known content: nothing is sent again
+            return digest
+        if not placed:
+            return self._keep_uncached(record, source)
+        self._send(record, self.cache.path(digest), self.hosts)
+        return digest
+
+    @staticmethod
+    def _new_record(source: Path, digest: str, size: int) -> FileRecord:
+        try:
+            name = clean_name(source.name)
+        except ValueError:
+            name = digest
+        return FileRecord(digest, name, size, int(time.time()))
+
+    def _keep_uncached(self, record: FileRecord, source: Path) -> str | Literal[False]:
+        """Send a file that is not cached; record it only if a host took it."""
+        if self.catalog.exists(record.hash):
+            return record.hash
+        results = self._send(record, source, self.hosts, record_each=False)
+        if not any(result.ok for result in results):
+            return False
+        self.catalog.add(FileRecord(record.hash, record.name, record.size, record.datetime,
+                                    tuple(results)))
+        return record.hash
+
+    def _send(self, record: FileRecord, source: Path, hosts: Sequence[Host], *,
+              record_each: bool = True) -> list[Upload]:
+        """Upload ``source`` to ``hosts`` in parallel; each result is recorded as it
+        arrives (``record_each``) or only the hosts' health is (the caller records)."""
+        size = record.size
+
+        def one(host: Host) -> Upload:
+            try:
+                locator = host.upload(source, record.name, record.hash)
+                if not isinstance(locator, str) or not locator:
+                    raise HostError(host.name, f"upload returned no locator: {locator!r}")
+                result = Upload(host.name, url=locator)
+            except Exception as exc:  # a host's failure is recorded, never raised
+                result = Upload(host.name, error=_describe(exc))
+            sent = size if result.ok else 0
+            if record_each:
+                self.catalog.record_upload(record.hash, result, sent=sent)
+            else:
+                self.catalog.note_host(host.name, result.error, sent=sent)
+            return result
+
+        if len(hosts) <= 1:
+            return [one(host) for host in hosts]
+        return list(self._executor().map(one, hosts))
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self.hosts)),
+                                            thread_name_prefix="cloudmanager-host")
+        return self._pool
+
+    # -- cache placement and eviction -------------------------------------------------
+
+    def _place(self, temp: TempFile, record: FileRecord) -> bool:
+        """Move a verified temp file into the cache and count it, making room by
+        evicting least recently used files; False (and nothing kept) if it can't fit."""
+        with self.cache.lock.shared():
+            self.cache.place(temp, record.hash)
+            admission = self.catalog.admit(record, self.capacity)
+            if not admission.admitted:
+                self.cache.remove(record.hash)
+        self._remove_uncounted(admission.victims)
+        return admission.admitted
+
+    def _remove_uncounted(self, digests: Iterable[str]) -> None:
+        for digest in digests:
+            if not self.catalog.is_cached(digest):  # not cached again meanwhile
+                self.cache.remove(digest)
+
+    def evict(self, digests: Iterable[str] | None = None) -> list[str]:
+        """Evict these files (default: every evictable one) from the cache.
+
+        Only files some host holds, and not pinned, are evicted; returns those
+        that were.  Malformed or unknown hashes are ignored.
+        """
+        wanted = None if digests is None else [d for d in digests if is_sha256(d)]
+        victims = self.catalog.uncache(self.catalog.evictable(wanted))
+        self._remove_uncounted(victims)
+        return victims
+
+    def pin(self, digest: str, pinned: bool = True) -> bool:
+        """Pin a file (a pinned file is never evicted); False when unknown."""
+        return is_sha256(digest) and self.catalog.set_pinned(digest, pinned)
+
+    # -- download ---------------------------------------------------------------------
+
+    def warm_up(self, digest: str) -> str | Literal[False] | None:
+        """Make sure the file is in the cache and return the path of the cached copy.
+
+        Returns None for an unknown or malformed hash, False when the file
+        cannot be brought back (every host failed or returned wrong bytes) or
+        cannot fit the cache.  Hosts are tried healthiest first; the bytes are
+        verified against the SHA-256 before they are cached, and a host that
+        fails or lies is recorded as such.
+        """
+        if not is_sha256(digest):
+            return None
+        entry = self.catalog.entry(digest)
+        if entry is None:
+            return None
+        if entry.cached:
+            if self.cache.size(digest) == entry.size:
+                self.catalog.touch(digest)
+                return str(self.cache.path(digest))
+            log.warning("cached file %s was gone or damaged: fetching it again", digest)
+            self.catalog.uncache([digest])
+            self.cache.remove(digest)
+        if entry.size > self.capacity:
+            return False
+        record = self.catalog.record(digest)
+        if record is None:  # forgotten meanwhile
+            return None
+        return self._fetch(record)
+
+    download = warm_up
+
+    def _sources(self, record: FileRecord) -> list[tuple[Host, str]]:
+        """(host, locator) for every configured host holding the file, healthiest first."""
+        held = [(self._by_name[u.host], u.url) for u in record.uploads
+                if u.url is not None and u.host in self._by_name]
+        health = self.catalog.host_health(host.name for host, _ in held)
+        return sorted(held, key=lambda pair: (health[pair[0].name].failures,
+                                              -(health[pair[0].name].last_ok or 0)))
+
+    def _fetch(self, record: FileRecord) -> str | Literal[False]:
+        for host, locator in self._sources(record):
+            with self.cache.temp() as temp:
+                writer = HashingWriter(temp.file)
+                try:
+                    host.download(locator, writer)  # type: ignore[arg-type]
+                except ObjectMissing as exc:
+                    self.catalog.record_fetch(host.name, exc.reason, digest=record.hash, lost=True)
+                    continue
+                except Exception as exc:  # a host's failure is recorded, never raised
+                    self.catalog.record_fetch(host.name, _describe(exc))
+                    continue
+                if writer.size != record.size or writer.hexdigest() != record.hash:
+                    self.catalog.record_fetch(host.name, "returned other bytes than were stored",
+                                              fetched=writer.size, digest=record.hash, lost=True)
+                    continue
+                self.catalog.record_fetch(host.name, None, fetched=writer.size)
+                if not self._place(temp, record):
+                    return False
+                return str(self.cache.path(record.hash))
+        return False
+
+    # -- sync with hosts and with other nodes -----------------------------------------
+
+    def sync(self) -> dict[str, list[Upload]]:
+        """Send files to the hosts that failed to take them (or never got them).
+
+        Retries, for every file, each configured host whose entry is an error,
+        and sends files no host holds yet (an upload cut off by a crash).  The
+        bytes come from the cache, or are fetched from a host that holds them.
+        Returns, per file hash, the new result of each host tried.
+        """
+        wanted: dict[str, list[Host]] = {}
+        for digest, host_name in self.catalog.missing_copies([h.name for h in self.hosts]):
+            wanted.setdefault(digest, []).append(self._by_name[host_name])
+        changes: dict[str, list[Upload]] = {}
+        for digest, hosts in wanted.items():
+            record = self.catalog.record(digest)
+            local = self.warm_up(digest)
+            if record is None or not local:
+                log.warning("cannot sync %s: no copy to send from", digest)
+                continue
+            changes[digest] = self._send(record, Path(local), hosts)
+        return changes
+
+    def data_dump(self) -> str:
+        """Every file's record as JSON text in format "0.2", for other nodes."""
+        return payload.dumps(self.catalog.records())
+
+    def data_load(self, text: str | bytes) -> int:
+        """Merge another node's dump into the catalog; returns how many files were
+        added or changed.
+
+        Accepts format "0.2" and "0.1".  A known file gets the union of host
+        entries (a URL beats an error for the same host).  Invalid input raises
+        InvalidDump naming the record and field, and imports nothing.
+        """
+        records, rejected = payload.parse(text)
+        if rejected:
+            raise rejected[0].error()
+        try:
+            return self.catalog.merge(records)
+        except ValueError as clash:
+            index = next(i for i, r in enumerate(records) if r.hash == str(clash))
+            raise InvalidDump("filesize disagrees with the catalog", index, "filesize") from None
+
+    # -- consistency --------------------------------------------------------------------
+
+    def repair(self) -> RepairReport:
+        """Make the catalog and the cache agree (run on open, safe at any time).
+
+        Removes temporary files left by dead writers and cached files the
+        catalog does not count; a row whose cached file is gone or has the
+        wrong size counts as not cached (warm_up fetches it again); the usage
+        total is reset if it drifted; files are evicted down to the capacity.
+        """
+        report = RepairReport()
+        with self.cache.lock.exclusive():
+            scan = self.cache.scan()
+            counted = self.catalog.cached_sizes()
+            report.uncounted = self.catalog.uncache(
+                digest for digest, size in counted.items() if scan.files.get(digest) != size
+            )
+            strays = [d for d, size in scan.files.items() if counted.get(d) != size]
+            for digest in strays:
+                self.cache.remove(digest)
+            report.removed_temps = len(scan.removed_temps)
+            report.removed_strays = len(scan.removed_strays) + len(strays)
+            report.foreign = [str(p) for p in scan.foreign]
+            report.recounted = self.catalog.recount()
+        victims = self.catalog.shrink_to(self.capacity)
+        self._remove_uncounted(victims)
+        report.evicted = len(victims)
+        if not report.clean:
+            log.warning("catalog and cache disagreed and were mended: %s", report)
+        return report

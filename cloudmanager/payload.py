@@ -1,0 +1,190 @@
+"""The JSON exchange format between nodes (format "0.2", and "0.1" on input).
+
+Pure functions: text in, validated records out, and back.  A dump from another
+node is hostile until validated: every field is type-checked and bounded, every
+hash must be 64 lowercase hex, every name is cleaned to a bare file name.
+
+A record, as the original cloud-manager README shows it::
+
+    {"version": "0.2", "datetime": "1391212800", "filename": "README.md",
+     "filesize": "23124", "filehash": "6e16...",
+     "uploads": [{"host_name": "mediafire", "url": "http://..."},
+                 {"host_name": "anonfiles", "error": true}]}
+
+Numbers may be integers or strings of digits; a dump is a list of such records
+(a single record object is accepted too).  Unknown fields are ignored, so later
+versions can add fields without breaking older readers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidDump
+from .names import clean_name, is_sha256
+from .records import FileRecord, Upload
+
+FORMAT_VERSION = "0.2"
+ACCEPTED_VERSIONS = frozenset({"0.1", "0.2"})
+#: What an error entry from another node is recorded as when it gives no text.
+PEER_ERROR = "error reported by another node"
+
+_MAX_HOST_NAME = 128
+_MAX_URL = 4096
+_MAX_ERROR = 1024
+_MAX_INT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that failed validation: where, which field, and why."""
+
+    index: int
+    field: str | None
+    reason: str
+    record: object
+
+    def error(self) -> InvalidDump:
+        """The InvalidDump exception describing this rejection."""
+        return InvalidDump(self.reason, self.index, self.field)
+
+
+class _Bad(Exception):
+    def __init__(self, field: str | None, reason: str):
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def _integer(record: dict[str, Any], key: str) -> int:
+    value = record.get(key)
+    if isinstance(value, bool):
+        raise _Bad(key, "must be an integer, not a boolean")
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if not isinstance(value, int):
+        raise _Bad(key, "must be a non-negative integer or a string of digits")
+    if not 0 <= value <= _MAX_INT:
+        raise _Bad(key, "out of range")
+    return value
+
+
+def _text(value: object, key: str, limit: int) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Bad(key, "must be a non-empty string")
+    if len(value) > limit:
+        raise _Bad(key, f"longer than {limit} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise _Bad(key, "contains control characters")
+    return value
+
+
+def _upload(entry: object, position: int) -> Upload:
+    where = f"uploads[{position}]"
+    if not isinstance(entry, dict):
+        raise _Bad(where, "must be an object")
+    host = _text(entry.get("host_name"), f"{where}.host_name", _MAX_HOST_NAME)
+    url = entry.get("url")
+    error = entry.get("error")
+    if url is not None and error not in (None, False):
+        raise _Bad(where, "has both a url and an error")
+    if url is not None:
+        return Upload(host, url=_text(url, f"{where}.url", _MAX_URL))
+    if error is True:
+        return Upload(host, error=PEER_ERROR)
+    if isinstance(error, str) and error:
+        return Upload(host, error=_text(error, f"{where}.error", _MAX_ERROR))
+    raise _Bad(where, "needs a url, or an error (true or a message)")
+
+
+def _record(raw: object) -> FileRecord:
+    if not isinstance(raw, dict):
+        raise _Bad(None, "a record must be a JSON object")
+    version = raw.get("version")
+    if version not in ACCEPTED_VERSIONS:
+        raise _Bad("version", f"unsupported version {str(version)[:20]!r} (accepted: 0.1, 0.2)")
+    digest = raw.get("filehash")
+    if not is_sha256(digest):
+        raise _Bad("filehash", "must be a SHA-256 as 64 lowercase hex digits")
+    assert isinstance(digest, str)
+    if version == "0.1" and "filename" not in raw:
+        name = digest
+    else:
+        filename = raw.get("filename")
+        if not isinstance(filename, str):
+            raise _Bad("filename", "must be a string")
+        try:
+            name = clean_name(filename)
+        except ValueError as exc:
+            raise _Bad("filename", str(exc)) from None
+    uploads = raw.get("uploads", [])
+    if not isinstance(uploads, list):
+        raise _Bad("uploads", "must be a list")
+    return FileRecord(
+        hash=digest,
+        name=name,
+        size=_integer(raw, "filesize"),
+        datetime=_integer(raw, "datetime"),
+        uploads=tuple(_upload(entry, i) for i, entry in enumerate(uploads)),
+    )
+
+
+def parse(text: str | bytes) -> tuple[list[FileRecord], list[Rejected]]:
+    """Parse and validate a dump: the valid records, and the rejected ones with reasons.
+
+    Raises InvalidDump when the document itself is not a dump (not JSON, not a
+    list of objects).  Two records for one hash must agree on its size.
+    """
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidDump(f"not JSON: {exc}") from None
+    if isinstance(document, dict):
+        document = [document]
+    if not isinstance(document, list):
+        raise InvalidDump("a dump must be a JSON list of records")
+    records: list[FileRecord] = []
+    rejected: list[Rejected] = []
+    sizes: dict[str, int] = {}
+    for index, raw in enumerate(document):
+        try:
+            record = _record(raw)
+            if sizes.setdefault(record.hash, record.size) != record.size:
+                raise _Bad("filesize", "disagrees with another record of the same file")
+        except _Bad as bad:
+            rejected.append(Rejected(index, bad.field, bad.reason, raw))
+            continue
+        records.append(record)
+    return records, rejected
+
+
+def to_dict(record: FileRecord) -> dict[str, Any]:
+    """One record in format "0.2" (numbers as strings, as the original README shows)."""
+    uploads: list[dict[str, Any]] = [
+        {"host_name": u.host, "url": u.url} if u.ok else {"host_name": u.host, "error": True}
+        for u in record.uploads
+    ]
+    return {
+        "version": FORMAT_VERSION,
+        "datetime": str(record.datetime),
+        "filename": record.name,
+        "filesize": str(record.size),
+        "filehash": record.hash,
+        "uploads": uploads,
+    }
+
+
+def dump_chunks(records: Iterable[FileRecord]) -> Iterator[str]:
+    """Serialize records as a JSON list, piece by piece (for large catalogs)."""
+    yield "["
+    for i, record in enumerate(records):
+        yield ("\n" if i == 0 else ",\n") + json.dumps(to_dict(record), ensure_ascii=False)
+    yield "\n]\n"
+
+
+def dumps(records: Iterable[FileRecord]) -> str:
+    """Serialize records as one JSON text."""
+    return "".join(dump_chunks(records))

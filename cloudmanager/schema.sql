@@ -1,0 +1,122 @@
+-- cloudmanager catalog schema (SQLite). Version 2: see PRAGMA user_version below.
+--
+-- Every file is known by its SHA-256.  `files` holds what a dump carries (name,
+-- size, time) and the local cache state; `uploads` holds, per host, the URL a
+-- copy got there or the error met.  Running totals (cached bytes and files) and
+-- the LRU clock live in the one-row table `state` and are kept by triggers, so
+-- they change in the same transaction as the rows they count.
+--
+-- This file is applied to a new catalog by `cm_setup_db` and by CloudManager;
+-- an older catalog is brought up to date by the steps in cloudmanager/catalog.py.
+
+CREATE TABLE IF NOT EXISTS files (
+    hash     TEXT PRIMARY KEY
+             CHECK (length(hash) = 64 AND hash NOT GLOB '*[^0-9a-f]*'),
+    name     TEXT NOT NULL,
+    size     INTEGER NOT NULL CHECK (size >= 0),
+    datetime INTEGER NOT NULL,               -- Unix time the file was first known
+    cached   INTEGER NOT NULL DEFAULT 0 CHECK (cached IN (0, 1)),
+    pinned   INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
+    access   INTEGER NOT NULL DEFAULT 0,     -- LRU clock value of the last access
+    copies   INTEGER NOT NULL DEFAULT 0,     -- hosts holding a copy (kept by triggers)
+    seq      INTEGER NOT NULL DEFAULT 0      -- change sequence of the dumped record
+) WITHOUT ROWID;
+
+-- Eviction walks this index in LRU order: only cached, unpinned files that at
+-- least one host holds are candidates, so the walk never meets a file it must skip.
+CREATE INDEX IF NOT EXISTS files_lru ON files (access)
+    WHERE cached = 1 AND pinned = 0 AND copies > 0;
+CREATE INDEX IF NOT EXISTS files_seq ON files (seq);
+
+CREATE TABLE IF NOT EXISTS uploads (
+    hash     TEXT NOT NULL REFERENCES files (hash) ON DELETE CASCADE,
+    host     TEXT NOT NULL,
+    url      TEXT,                           -- the locator, when the host took it
+    error    TEXT,                           -- the error met, when it did not
+    time     INTEGER NOT NULL,
+    PRIMARY KEY (hash, host),
+    CHECK ((url IS NULL) <> (error IS NULL))
+) WITHOUT ROWID;
+
+-- Per host: how it has behaved lately (downloads try the healthiest first).
+CREATE TABLE IF NOT EXISTS hosts (
+    name       TEXT PRIMARY KEY,
+    failures   INTEGER NOT NULL DEFAULT 0,   -- failures since the last success
+    last_ok    INTEGER,
+    last_error TEXT,
+    last_error_time INTEGER
+);
+
+-- Bytes moved per host and month ("YYYY-MM"): the transfer meter.
+CREATE TABLE IF NOT EXISTS transfers (
+    month    TEXT NOT NULL,
+    host     TEXT NOT NULL,
+    sent     INTEGER NOT NULL DEFAULT 0,
+    fetched  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (month, host)
+);
+
+CREATE TABLE IF NOT EXISTS state (
+    id           INTEGER PRIMARY KEY CHECK (id = 0),
+    cached_bytes INTEGER NOT NULL DEFAULT 0,
+    cached_files INTEGER NOT NULL DEFAULT 0,
+    clock        INTEGER NOT NULL DEFAULT 0, -- LRU clock: exact order within a tick
+    seq          INTEGER NOT NULL DEFAULT 0  -- last change sequence number
+);
+INSERT OR IGNORE INTO state (id) VALUES (0);
+
+-- Running totals of the cache, in the same transaction as the rows.
+CREATE TRIGGER IF NOT EXISTS files_usage_insert AFTER INSERT ON files
+WHEN NEW.cached = 1
+BEGIN
+    UPDATE state SET cached_bytes = cached_bytes + NEW.size,
+                     cached_files = cached_files + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS files_usage_update AFTER UPDATE OF cached, size ON files
+WHEN OLD.cached <> NEW.cached OR OLD.size <> NEW.size
+BEGIN
+    UPDATE state SET cached_bytes = cached_bytes + NEW.cached * NEW.size - OLD.cached * OLD.size,
+                     cached_files = cached_files + NEW.cached - OLD.cached;
+END;
+
+CREATE TRIGGER IF NOT EXISTS files_usage_delete AFTER DELETE ON files
+WHEN OLD.cached = 1
+BEGIN
+    UPDATE state SET cached_bytes = cached_bytes - OLD.size,
+                     cached_files = cached_files - 1;
+END;
+
+-- A new record gets the next change sequence number.
+CREATE TRIGGER IF NOT EXISTS files_seq_insert AFTER INSERT ON files
+BEGIN
+    UPDATE state SET seq = seq + 1;
+    UPDATE files SET seq = (SELECT seq FROM state) WHERE hash = NEW.hash;
+END;
+
+-- Host copies: the count of URLs per file, and a new change sequence number.
+CREATE TRIGGER IF NOT EXISTS uploads_insert AFTER INSERT ON uploads
+BEGIN
+    UPDATE state SET seq = seq + 1;
+    UPDATE files SET copies = copies + (NEW.url IS NOT NULL),
+                     seq = (SELECT seq FROM state)
+     WHERE hash = NEW.hash;
+END;
+
+CREATE TRIGGER IF NOT EXISTS uploads_update AFTER UPDATE OF url, error ON uploads
+BEGIN
+    UPDATE state SET seq = seq + 1;
+    UPDATE files SET copies = copies + (NEW.url IS NOT NULL) - (OLD.url IS NOT NULL),
+                     seq = (SELECT seq FROM state)
+     WHERE hash = NEW.hash;
+END;
+
+CREATE TRIGGER IF NOT EXISTS uploads_delete AFTER DELETE ON uploads
+BEGIN
+    UPDATE state SET seq = seq + 1;
+    UPDATE files SET copies = copies - (OLD.url IS NOT NULL),
+                     seq = (SELECT seq FROM state)
+     WHERE hash = OLD.hash;
+END;
+
+PRAGMA user_version = 2;

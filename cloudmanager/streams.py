@@ -1,0 +1,64 @@
+"""Streaming helpers: copy bytes while hashing them, in one pass, with a reused buffer."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import BinaryIO
+
+#: Size of the reused read buffer: large enough for full disk speed, small
+#: enough that memory stays flat whatever the file size.
+BUFFER_SIZE = 4 * 1024 * 1024
+
+
+def copy_hashing(source: BinaryIO, target: BinaryIO | None = None) -> tuple[str, int]:
+    """Read ``source`` to its end, writing to ``target`` (if any) and hashing.
+
+    Returns the SHA-256 hex digest and the number of bytes read.  One buffer of
+    BUFFER_SIZE bytes is reused, so memory does not grow with the file.
+    """
+    digest = hashlib.sha256()
+    buffer = bytearray(BUFFER_SIZE)
+    view = memoryview(buffer)
+    total = 0
+    while True:
+        count = source.readinto(view)  # type: ignore[attr-defined]
+        if not count:
+            break
+        chunk = view[:count]
+        digest.update(chunk)
+        if target is not None:
+            target.write(chunk)
+        total += count
+    return digest.hexdigest(), total
+
+
+class HashingWriter:
+    """A write-only binary file that hashes and counts what passes through it.
+
+    Hosts write a download into it; the manager reads ``hexdigest()`` and
+    ``size`` afterwards to verify the bytes before trusting them.
+    """
+
+    def __init__(self, target: BinaryIO):
+        self._target = target
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` to the target and add it to the hash."""
+        self._digest.update(data)
+        written = self._target.write(data)
+        self.size += len(data)
+        return written if written is not None else len(data)
+
+    def writable(self) -> bool:
+        """Always True: this is a writer."""
+        return True
+
+    def flush(self) -> None:
+        """Flush the underlying file."""
+        self._target.flush()
+
+    def hexdigest(self) -> str:
+        """The SHA-256 of everything written so far."""
+        return self._digest.hexdigest()

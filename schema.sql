@@ -1,0 +1,1 @@
+cloudmanager/schema.sql

@@ -1,0 +1,50 @@
+"""Packaging of cloudmanager: ``pip install .`` gives the library and its commands."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+version = next(
+    line.split('"')[1]
+    for line in (HERE / "cloudmanager" / "__init__.py").read_text().splitlines()
+    if line.startswith("__version__")
+)
+
+setup(
+    name="cloudmanager",
+    version=version,
+    description="Keep a pool of files on several storage hosts, with a local LRU cache "
+    "and a catalog that nodes share",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["cloudmanager", "cloudmanager.*"]),
+    package_data={"cloudmanager": ["schema.sql", "py.typed"]},
+    install_requires=[
+        "plowshare==0.3.6",  # the "plowshare-wrapper": file lockers through plowup/plowdown
+        "platformdirs>=3",
+    ],
+    extras_require={
+        "develop": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "tox>=4",
+            "ruff>=0.4",
+            "mypy>=1.8",
+            "diskcache>=5.6",  # the peer in benchmarks/
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "cm_setup_db = cloudmanager.setup_db:main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+        "Operating System :: POSIX",
+        "Topic :: System :: Archiving :: Backup",
+    ],
+)
