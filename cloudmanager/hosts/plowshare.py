@@ -50,7 +50,9 @@ class PlowshareHost(Host):
         """Run ``plowup MODULE FILE``; the file goes up under its own ``name``."""
         self._need("plowup")
         with tempfile.TemporaryDirectory(prefix="cm-plowup-") as folder:
-            named = Path(folder) / name  # the locker shows this name, not the hash
+            # The locker shows this name, not the hash.  No whitespace: plowshare's
+            # output is read as whitespace-separated tokens.
+            named = Path(folder) / "_".join(name.split())
             named.symlink_to(source.resolve())
             try:
                 result = _wrapper(self.module).upload_to_host(str(named), self.module)

@@ -1,0 +1,119 @@
+"""Many writers at once, and SIGKILL at random moments: nothing lost, nothing lying."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cloudmanager import CloudManager
+
+ROOT = Path(__file__).parent.parent
+#: Kill points per run; the long run (tox -e torture) sets CM_CRASH_POINTS=2000.
+CRASH_POINTS = int(os.environ.get("CM_CRASH_POINTS", "20"))
+CAPACITY = 160 * 1024
+
+
+def worker(tmp: Path, seed: int, ops: int, journal: Path) -> subprocess.Popen[bytes]:
+    args = [str(tmp / "catalog.sqlite3"), str(tmp / "cache"), str(CAPACITY), str(tmp / "vault"),
+            str(journal), str(seed), str(ops)]
+    return subprocess.Popen([sys.executable, "-m", "tests.worker", *args], cwd=ROOT,
+                            stderr=subprocess.PIPE)
+
+
+def assert_consistent(tmp: Path, journals: list[Path]) -> None:
+    """Reopen the node: totals exact, no temp files, every journaled file retrievable."""
+    with CloudManager(tmp / "catalog.sqlite3", tmp / "cache", CAPACITY,
+                      hosts=[(tmp / "vault").as_uri()]) as cm:
+        on_disk = {p.name: p.stat().st_size for p in (tmp / "cache").rglob("*") if p.is_file()}
+        assert not [name for name in on_disk if name.startswith(".tmp-")]
+        assert on_disk == cm.catalog.cached_sizes()
+        used, count = cm.catalog.usage()
+        assert used == sum(on_disk.values()) <= CAPACITY and count == len(on_disk)
+        assert cm.repair().clean
+        for journal in journals:
+            for digest in journal.read_text().split():
+                assert cm.exists(digest), digest
+                path = cm.warm_up(digest)
+                assert path, f"{digest} was uploaded and is lost"
+                assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
+
+
+def test_threads_share_one_node(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+    vault = tmp_path / "vault"
+    with CloudManager(tmp_path / "catalog.sqlite3", tmp_path / "cache", 64 * 1024,
+                      hosts=[vault.as_uri(), "memory://m"]) as cm:
+        def run(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                mine = []
+                for i in range(25):
+                    path = tmp_path / f"t{seed}-{i}"
+                    path.write_bytes(rng.randbytes(rng.randint(100, 9000)))
+                    digest = cm.upload(path)
+                    assert digest
+                    mine.append(digest)
+                    got = cm.warm_up(rng.choice(mine))
+                    assert got is not None
+                    if i % 5 == 0:
+                        cm.evict([rng.choice(mine)])
+                    assert cm.usage_ratio() <= 1.0
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert cm.catalog.count() == 200
+        on_disk = {p.name: p.stat().st_size for p in cm.cache.root.rglob("*") if p.is_file()}
+        assert on_disk == cm.catalog.cached_sizes()
+        assert cm.catalog.usage() == (sum(on_disk.values()), len(on_disk))
+
+
+def test_processes_share_one_catalog_and_cache(tmp_path: Path) -> None:
+    journals = [tmp_path / f"journal-{n}" for n in range(3)]
+    procs = [worker(tmp_path, seed=n + 1, ops=40, journal=j) for n, j in enumerate(journals)]
+    # observe from a fourth process while they run
+    (tmp_path / "cache").mkdir(exist_ok=True)
+    observations = 0
+    while any(p.poll() is None for p in procs):
+        time.sleep(0.02)
+        if (tmp_path / "catalog.sqlite3").exists():
+            with CloudManager(tmp_path / "catalog.sqlite3", tmp_path / "cache", CAPACITY,
+                              hosts=[(tmp_path / "vault").as_uri()]) as observer:
+                assert observer.usage_ratio() <= 1.0
+                observations += 1
+    for proc in procs:
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err.decode()
+    assert observations > 0
+    assert_consistent(tmp_path, journals)
+
+
+@pytest.mark.parametrize("seed", [int(os.environ.get("CM_CRASH_SEED", "20261124"))])
+def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    print(f"crash test seed {seed}, {CRASH_POINTS} kill points")
+    journal = tmp_path / "journal"
+    journal.touch()
+    for point in range(CRASH_POINTS):
+        proc = worker(tmp_path, seed=point + 1, ops=10_000, journal=journal)
+        time.sleep(rng.uniform(0.15, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+        if point % 5 == 4 or point == CRASH_POINTS - 1:
+            assert_consistent(tmp_path, [journal])
+    assert journal.read_text().split(), "the worker never got an upload done: kill later"
