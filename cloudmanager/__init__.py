@@ -8,7 +8,7 @@
 See ``help(cloudmanager.CloudManager)``.
 """
 
-from .errors import CloudManagerError, HostError, InvalidDump, InvalidHash, ObjectMissing
+from .errors import CloudManagerError, HostError, InvalidDump, InvalidHash, ObjectMissing, Unavailable
 from .manager import CloudManager, RepairReport
 
 __version__ = "0.3.0"
@@ -21,5 +21,6 @@ __all__ = [
     "InvalidHash",
     "ObjectMissing",
     "RepairReport",
+    "Unavailable",
     "__version__",
 ]

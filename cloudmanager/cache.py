@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,6 +93,25 @@ class Cache:
             if not temp.placed:
                 path.unlink(missing_ok=True)
 
+    @contextmanager
+    def hold(self, digest: str) -> Iterator[Path]:
+        """A private name for a cached file, valid until the block ends.
+
+        A locked hard link in the cache directory: the bytes stay readable under
+        it even if the file is evicted meanwhile (by this or another process).
+        Raises FileNotFoundError when the file is not in the cache.
+        """
+        with self.lock.shared():
+            link = self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            os.link(self.path(digest), link)
+            fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield link
+        finally:
+            link.unlink(missing_ok=True)
+            os.close(fd)
+
     def place(self, temp: TempFile, digest: str) -> Path:
         """Make ``temp`` durable and move it to its place for ``digest`` (atomic).
 
@@ -148,7 +168,10 @@ class Cache:
                     and entry.is_file(follow_symlinks=False)
                 )
                 if well_placed:
-                    result.files[name] = entry.stat(follow_symlinks=False).st_size
+                    try:
+                        result.files[name] = entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:  # evicted since it was listed
+                        continue
                 else:
                     self._remove_stray(Path(entry.path), result)
 
@@ -156,11 +179,9 @@ class Cache:
     def _remove_stray(path: Path, result: ScanResult) -> None:
         try:
             if path.is_dir() and not path.is_symlink():
-                for child in sorted(path.rglob("*"), reverse=True):
-                    child.rmdir() if child.is_dir() and not child.is_symlink() else child.unlink()
-                path.rmdir()
+                shutil.rmtree(path)
             else:
-                path.unlink()
+                path.unlink(missing_ok=True)
         except OSError as exc:  # pragma: no cover - e.g. a read-only mount
             log.warning("could not remove %s: %s", path, exc)
             return

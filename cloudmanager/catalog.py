@@ -417,7 +417,7 @@ class Catalog:
                 (record.hash, record.name, record.size, record.datetime),
             )
             for upload in record.uploads:
-                self._set_upload(db, record.hash, upload)
+                self._set_upload(db, record.hash, upload, keep_url=True)
             return cur.rowcount > 0
 
     def forget(self, digest: str) -> bool:
@@ -426,18 +426,23 @@ class Catalog:
             return db.execute("DELETE FROM files WHERE hash = ?", (digest,)).rowcount > 0
 
     @staticmethod
-    def _set_upload(db: sqlite3.Connection, digest: str, upload: Upload) -> None:
+    def _set_upload(db: sqlite3.Connection, digest: str, upload: Upload, *, keep_url: bool) -> None:
+        """Upsert one host entry; with ``keep_url`` an error does not replace a URL."""
         db.execute(
-            """INSERT INTO uploads (hash, host, url, error, time) VALUES (?, ?, ?, ?, ?)
+            f"""INSERT INTO uploads (hash, host, url, error, time) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (hash, host) DO UPDATE
-               SET url = excluded.url, error = excluded.error, time = excluded.time""",
+               SET url = excluded.url, error = excluded.error, time = excluded.time
+               {"WHERE excluded.url IS NOT NULL OR uploads.url IS NULL" if keep_url else ""}""",
             (digest, upload.host, upload.url, upload.error, int(time.time())),
         )
 
     def record_upload(self, digest: str, upload: Upload, sent: int = 0) -> None:
-        """Record one host's result for one file, and the host's health and traffic."""
+        """Record one host's result for one file, and the host's health and traffic.
+
+        A failed upload does not replace a URL recorded for the same host (the
+        copy another process made meanwhile is still there)."""
         with self._write() as db:
-            self._set_upload(db, digest, upload)
+            self._set_upload(db, digest, upload, keep_url=True)
             self._note_host(db, upload.host, upload.error, sent=sent)
 
     def record_fetch(self, host: str, error: str | None, fetched: int = 0, *,
@@ -446,7 +451,7 @@ class Catalog:
         of ``digest`` is recorded as gone (wrong bytes, or not there any more)."""
         with self._write() as db:
             if lost and digest is not None:
-                self._set_upload(db, digest, Upload(host, error=error or "copy lost"))
+                self._set_upload(db, digest, Upload(host, error=error or "copy lost"), keep_url=False)
             self._note_host(db, host, error, fetched=fetched)
 
     def note_host(self, host: str, error: str | None, sent: int = 0, fetched: int = 0) -> None:

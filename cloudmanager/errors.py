@@ -31,6 +31,11 @@ class InvalidHash(CloudManagerError, ValueError):
     """A string that is not a SHA-256 written as 64 lowercase hex digits."""
 
 
+class Unavailable(CloudManagerError):
+    """A known file that cannot be brought back now (no host gave the right bytes,
+    or it does not fit the cache)."""
+
+
 class HostError(CloudManagerError):
     """A host could not store, return, check or delete an object.
 

@@ -16,12 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from . import payload
 from .cache import Cache, TempFile
 from .catalog import Catalog
-from .errors import HostError, InvalidDump, ObjectMissing
+from .errors import HostError, InvalidDump, ObjectMissing, Unavailable
 from .hosts import Host, make_hosts
 from .locking import FileLock
 from .names import clean_name, is_sha256
@@ -169,7 +169,11 @@ class CloudManager:
             return digest
         if not placed:
             return self._keep_uncached(record, source)
-        self._send(record, self.cache.path(digest), self.hosts)
+        try:
+            with self.cache.hold(digest) as copy:  # readable even if evicted meanwhile
+                self._send(record, copy, self.hosts)
+        except FileNotFoundError:  # evicted already: so some host holds it (sync sent it)
+            self._send(record, source, self.hosts)
         return digest
 
     @staticmethod
@@ -287,6 +291,25 @@ class CloudManager:
 
     download = warm_up
 
+    def open(self, digest: str) -> BinaryIO | None:
+        """Warm the file up and open the cached copy for reading (binary).
+
+        Unlike a path from :meth:`warm_up`, an open file stays readable even if
+        another process evicts the file meanwhile.  Returns None for an unknown
+        or malformed hash; raises Unavailable when it cannot be brought back.
+        """
+        for _ in range(3):  # evicted by another process between warm_up and open: again
+            path = self.warm_up(digest)
+            if path is None:
+                return None
+            if path is False:
+                raise Unavailable(f"{digest}: no host gave the file back, or it does not fit the cache")
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                continue
+        raise Unavailable(f"{digest}: evicted again and again before it could be opened")
+
     def _sources(self, record: FileRecord) -> list[tuple[Host, str]]:
         """(host, locator) for every configured host holding the file, healthiest first."""
         held = [(self._by_name[u.host], u.url) for u in record.uploads
@@ -333,11 +356,16 @@ class CloudManager:
         changes: dict[str, list[Upload]] = {}
         for digest, hosts in wanted.items():
             record = self.catalog.record(digest)
-            local = self.warm_up(digest)
-            if record is None or not local:
-                log.warning("cannot sync %s: no copy to send from", digest)
-                continue
-            changes[digest] = self._send(record, Path(local), hosts)
+            for _ in range(3):  # evicted by another process before it was held: again
+                if record is None or not self.warm_up(digest):
+                    log.warning("cannot sync %s: no copy to send from", digest)
+                    break
+                try:
+                    with self.cache.hold(digest) as copy:
+                        changes[digest] = self._send(record, copy, hosts)
+                    break
+                except FileNotFoundError:
+                    continue
         return changes
 
     def data_dump(self) -> str:

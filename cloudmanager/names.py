@@ -14,6 +14,7 @@ from .errors import InvalidHash
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: The longest file name kept, in UTF-8 bytes (the usual file system limit).
 MAX_NAME_BYTES = 255
+_UNPRINTABLE = frozenset({"Zl", "Zp"})  # line and paragraph separators (controls are "C*")
 _WINDOWS_RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"]
     + [f"COM{i}" for i in range(1, 10)]
@@ -37,15 +38,16 @@ def check_sha256(value: object) -> str:
 def clean_name(name: str) -> str:
     """Reduce ``name`` to a bare file name that is safe on any file system.
 
-    Directory parts (``/`` or ``\\``) are dropped, control characters and NUL
-    removed, leading/trailing dots and spaces stripped, a Windows reserved stem
+    Directory parts (``/`` or ``\\``) are dropped, control characters, NUL and
+    line separators removed, leading/trailing dots and spaces stripped, a Windows reserved stem
     (``CON``, ``NUL``, ``COM1``...) prefixed with ``_``.  Raises ValueError when
     nothing usable is left or the result is longer than 255 UTF-8 bytes.
     """
     if not isinstance(name, str):
         raise ValueError("a file name must be a string")
     base = re.split(r"[/\\]", name)[-1]
-    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C")
+    base = "".join(ch for ch in base if unicodedata.category(ch) not in _UNPRINTABLE
+                   and unicodedata.category(ch)[0] != "C")
     base = unicodedata.normalize("NFC", base).strip(" .")
     if not base:
         raise ValueError(f"no usable file name in {name[:40]!r}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudmanager import Unavailable
 from cloudmanager.hosts import FolderHost, MemoryHost
 from tests.conftest import Factory
 from tests.hostkit import Recording
@@ -141,3 +142,29 @@ def test_usage_ratio_is_exact(node: Factory, write: Callable[..., Path]) -> None
     assert cm.usage_ratio() == pytest.approx((10 + 333) / 1000)
     on_disk = sum(p.stat().st_size for p in cm.cache.root.rglob("*") if p.is_file())
     assert on_disk == 343
+
+
+def test_open_gives_a_readable_file_even_if_evicted_meanwhile(
+        node: Factory, write: Callable[..., Path]) -> None:
+    cm = node()
+    digest = cm.upload(write("f", b"open me"))
+    assert digest
+    cm.evict()
+    handle = cm.open(digest)
+    assert handle is not None
+    with handle:
+        cm.evict()
+        assert not cm.path(digest).exists()
+        assert handle.read() == b"open me"
+    assert cm.open("0" * 64) is None and cm.open("nonsense") is None
+
+
+def test_open_raises_when_no_host_gives_the_file_back(node: Factory, write: Callable[..., Path]) -> None:
+    host = Recording(MemoryHost("m"))
+    cm = node(hosts=[host])
+    digest = cm.upload(write("f", b"unreachable"))
+    assert digest
+    cm.evict()
+    host.fail_downloads = True
+    with pytest.raises(Unavailable, match=digest):
+        cm.open(digest)
