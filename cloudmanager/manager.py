@@ -323,7 +323,7 @@ class CloudManager:
             with self.cache.temp() as temp:
                 writer = HashingWriter(temp.file)
                 try:
-                    host.download(locator, writer)  # type: ignore[arg-type]
+                    host.download(locator, writer)
                 except ObjectMissing as exc:
                     self.catalog.record_fetch(host.name, exc.reason, digest=record.hash, lost=True)
                     continue

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 #: Size of the reused read buffer: large enough for full disk speed, small
 #: enough that memory stays flat whatever the file size.
 BUFFER_SIZE = 4 * 1024 * 1024
+
+
+class Sink(Protocol):
+    """Where a host writes a download: anything with a binary ``write``."""
+
+    def write(self, data: bytes, /) -> object:
+        """Write ``data``."""
 
 
 def copy_hashing(source: BinaryIO, target: BinaryIO | None = None) -> tuple[str, int]:
@@ -39,25 +46,17 @@ class HashingWriter:
     ``size`` afterwards to verify the bytes before trusting them.
     """
 
-    def __init__(self, target: BinaryIO):
+    def __init__(self, target: Sink):
         self._target = target
         self._digest = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: bytes, /) -> int:
         """Write ``data`` to the target and add it to the hash."""
         self._digest.update(data)
-        written = self._target.write(data)
+        self._target.write(data)
         self.size += len(data)
-        return written if written is not None else len(data)
-
-    def writable(self) -> bool:
-        """Always True: this is a writer."""
-        return True
-
-    def flush(self) -> None:
-        """Flush the underlying file."""
-        self._target.flush()
+        return len(data)
 
     def hexdigest(self) -> str:
         """The SHA-256 of everything written so far."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import BinaryIO
 
 from cloudmanager.errors import HostError
 from cloudmanager.hosts import Host
+from cloudmanager.streams import Sink
 
 
 class Recording(Host):
@@ -34,7 +34,7 @@ class Recording(Host):
             raise HostError(self.name, "refused (test)")
         return self.inner.upload(source, name, digest)
 
-    def download(self, locator: str, out: BinaryIO) -> None:
+    def download(self, locator: str, out: Sink) -> None:
         """Count and log, then fail, lie or pass on."""
         with self._guard:
             self.downloads += 1

@@ -17,13 +17,13 @@ def test_least_recently_used_is_evicted_first_even_within_one_clock_tick(
         node: Factory, write: Callable[..., Path]) -> None:
     cm = node(capacity=300)
     a, b, c = (cm.upload(write(n, n.encode() * 100)) for n in "abc")
-    assert all(cm.on_cache(h) for h in (a, b, c))  # type: ignore[arg-type]
-    assert cm.warm_up(a)  # type: ignore[arg-type]  # a is now the most recent
+    assert all(cm.on_cache(h) for h in (a, b, c))
+    assert cm.warm_up(a)  # a is now the most recent
     d = cm.upload(write("d", b"d" * 100))
     assert d and cm.on_cache(d)
-    assert [cm.on_cache(h) for h in (a, b, c)] == [True, False, True]  # type: ignore[arg-type]
+    assert [cm.on_cache(h) for h in (a, b, c)] == [True, False, True]
     e = cm.upload(write("e", b"e" * 100))
-    assert e and [cm.on_cache(h) for h in (a, c, d)] == [True, False, True]  # type: ignore[arg-type]
+    assert e and [cm.on_cache(h) for h in (a, c, d)] == [True, False, True]
     assert cm.usage_ratio() == pytest.approx(1.0)
 
 
@@ -51,10 +51,10 @@ def test_warm_up_fetches_verifies_and_caches(node: Factory, write: Callable[...,
                                    "0" * 64 + "; DROP TABLE files", None, 42, b"0" * 64])
 def test_malformed_hashes_are_answered_not_raised(node: Factory, value: object) -> None:
     cm = node()
-    assert cm.warm_up(value) is None  # type: ignore[arg-type]
-    assert cm.exists(value) is False  # type: ignore[arg-type]
-    assert cm.on_cache(value) is False  # type: ignore[arg-type]
-    assert cm.info(value) is None  # type: ignore[arg-type]
+    assert cm.warm_up(value) is None
+    assert cm.exists(value) is False
+    assert cm.on_cache(value) is False
+    assert cm.info(value) is None
     assert cm.catalog.count() == 0
 
 
@@ -74,7 +74,7 @@ def test_a_lying_host_is_recorded_and_the_next_one_tried(
     path = cm.warm_up(digest)
     assert path and Path(path).read_bytes() == b"precious"
     assert liar.downloads == 1 and honest.downloads == 1
-    uploads = {u["host_name"]: u for u in cm.info(digest)["uploads"]}  # type: ignore[index]
+    uploads = {u["host_name"]: u for u in cm.info(digest)["uploads"]}
     assert uploads["liar"] == {"host_name": "liar", "error": True}
     assert "url" in uploads["honest"]
 
@@ -116,7 +116,7 @@ def test_a_missing_object_is_recorded_as_a_lost_copy(
         path.unlink()
     cm.catalog.note_host("m", "so the folder is asked first")
     assert cm.warm_up(digest)
-    uploads = {u["host_name"]: u for u in cm.info(digest)["uploads"]}  # type: ignore[index]
+    uploads = {u["host_name"]: u for u in cm.info(digest)["uploads"]}
     assert uploads["vault"] == {"host_name": "vault", "error": True}
 
 
@@ -138,7 +138,7 @@ def test_usage_ratio_is_exact(node: Factory, write: Callable[..., Path]) -> None
     sizes = [10, 200, 333]
     hashes = [cm.upload(write(f"f{n}", bytes([n % 256]) * n)) for n in sizes]
     assert cm.usage_ratio() == pytest.approx(sum(sizes) / 1000)
-    cm.evict([hashes[1]])  # type: ignore[list-item]
+    cm.evict([hashes[1]])
     assert cm.usage_ratio() == pytest.approx((10 + 333) / 1000)
     on_disk = sum(p.stat().st_size for p in cm.cache.root.rglob("*") if p.is_file())
     assert on_disk == 343

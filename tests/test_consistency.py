@@ -89,7 +89,7 @@ def test_a_smaller_capacity_evicts_on_open(node: Factory, write: Callable[..., P
     cm = reopen(cm, capacity=250)
     try:
         assert cm.last_repair.evicted == 3
-        assert [cm.on_cache(h) for h in hashes] == [False, False, False, True, True]  # type: ignore[arg-type]
+        assert [cm.on_cache(h) for h in hashes] == [False, False, False, True, True]
         assert disk_bytes(cm) == 200 and cm.usage_ratio() == pytest.approx(0.8)
     finally:
         cm.close()

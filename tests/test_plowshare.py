@@ -18,7 +18,7 @@ def test_upload_and_fetch_through_plowshare(plowshare: Path, node: Factory,
     cm = node(hosts=["plowshare://rghost", "plowshare://mediafire"])
     digest = cm.upload(write("holiday photo.jpg", b"JFIF" * 100))
     assert digest
-    uploads = {u["host_name"]: u["url"] for u in cm.info(digest)["uploads"]}  # type: ignore[index]
+    uploads = {u["host_name"]: u["url"] for u in cm.info(digest)["uploads"]}
     assert set(uploads) == {"rghost", "mediafire"}
     assert uploads["rghost"].startswith("https://rghost.invalid/")
     stored = list((plowshare / "rghost").rglob("*.jpg"))
@@ -34,7 +34,7 @@ def test_a_failing_module_is_recorded_and_sync_retries_it(
     cm = node(hosts=["plowshare://rghost", "plowshare://mediafire"])
     digest = cm.upload(write("f.txt", b"retry me"))
     assert digest
-    uploads = {u["host_name"]: u for u in cm.info(digest)["uploads"]}  # type: ignore[index]
+    uploads = {u["host_name"]: u for u in cm.info(digest)["uploads"]}
     assert uploads["rghost"] == {"host_name": "rghost", "error": True}
     error = cm.catalog.host_health(["rghost"])["rghost"].last_error
     assert error is not None and "plowup failed" in error
@@ -50,7 +50,7 @@ def test_wrong_bytes_from_a_locker_are_refused(
     cm.evict()
     monkeypatch.setenv("PLOW_CORRUPT", "rghost")
     assert cm.warm_up(digest) is False
-    assert cm.info(digest)["uploads"] == [{"host_name": "rghost", "error": True}]  # type: ignore[index]
+    assert cm.info(digest)["uploads"] == [{"host_name": "rghost", "error": True}]
 
 
 def test_without_plowshare_installed_the_host_fails_clearly(

@@ -24,7 +24,7 @@ def test_the_original_usage_example_runs(tmp_path: Path) -> None:
     exec(compile(code, "README.md", "exec"), namespace)
     cm = namespace["cm"]
     assert (base / "database.sqlite3").exists()
-    assert cm.catalog._closed  # type: ignore[attr-defined]  # close() ran
+    assert cm.catalog._closed  # close() ran
 
 
 def test_the_quick_start_uploads_on_the_defaults() -> None:

@@ -69,7 +69,7 @@ def test_uploads_go_to_all_hosts_in_parallel_and_errors_are_recorded(
     cm = node(hosts=[good, bad])
     digest = cm.upload(write("x", b"x" * 100))
     assert digest
-    uploads = {u["host_name"]: u for u in cm.info(digest)["uploads"]}  # type: ignore[index]
+    uploads = {u["host_name"]: u for u in cm.info(digest)["uploads"]}
     assert "url" in uploads["good"] and uploads["bad"] == {"host_name": "bad", "error": True}
     health = cm.catalog.host_health(["bad", "good"])
     assert health["bad"].failures == 1 and health["bad"].last_error == "refused (test)"
@@ -122,7 +122,7 @@ def test_names_are_cleaned(node: Factory, tmp_path: Path) -> None:
     odd = tmp_path / "CON.txt"
     odd.write_bytes(b"reserved on windows")
     digest = cm.upload(odd)
-    assert digest and cm.info(digest)["filename"] == "_CON.txt"  # type: ignore[index]
+    assert digest and cm.info(digest)["filename"] == "_CON.txt"
 
 
 def test_the_default_host_is_a_folder_in_the_user_data_directory(
@@ -143,7 +143,7 @@ def test_the_default_host_is_a_folder_in_the_user_data_directory(
 @pytest.mark.parametrize("capacity", [-1, 1.5, True, "10"])
 def test_a_bad_capacity_is_refused(tmp_path: Path, capacity: object) -> None:
     with pytest.raises(ValueError, match="capacity"):
-        CloudManager(tmp_path / "c.sqlite3", tmp_path / "cache", capacity, hosts=[])  # type: ignore[arg-type]
+        CloudManager(tmp_path / "c.sqlite3", tmp_path / "cache", capacity, hosts=[])
 
 
 @pytest.mark.parametrize("hosts, message", [

@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
                 os.fsync(log.fileno())
             elif op == "warm_up":
                 digest = rng.choice(known)
-                with cm.open(digest) as handle:  # type: ignore[union-attr]
+                with cm.open(digest) as handle:
                     if hashlib.sha256(handle.read()).hexdigest() != digest:
                         print(f"open gave wrong bytes for {digest}", file=sys.stderr)
                         return 1

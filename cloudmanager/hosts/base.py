@@ -28,7 +28,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import ClassVar
+
+from ..streams import Sink
 
 
 class Host(ABC):
@@ -50,7 +52,7 @@ class Host(ABC):
         """
 
     @abstractmethod
-    def download(self, locator: str, out: BinaryIO) -> None:
+    def download(self, locator: str, out: Sink) -> None:
         """Write the bytes stored under ``locator`` to the binary file ``out``.
 
         Raises ObjectMissing when the host does not hold it, HostError for any

@@ -15,11 +15,10 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from ..errors import HostError, ObjectMissing
-from ..streams import BUFFER_SIZE
+from ..streams import BUFFER_SIZE, Sink
 from .base import Checker, Deleter, Host
 
 _KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
@@ -74,7 +73,7 @@ class FolderHost(Host, Deleter, Checker):
             raise HostError(self.name, f"cannot store in {self.root}: {exc.strerror or exc}") from exc
         return target.as_uri()
 
-    def download(self, locator: str, out: BinaryIO) -> None:
+    def download(self, locator: str, out: Sink) -> None:
         """Stream the object to ``out``."""
         path = self._path(locator)
         try:

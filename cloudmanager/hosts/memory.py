@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import ClassVar
 
 from ..errors import ObjectMissing
+from ..streams import Sink
 from .base import Checker, Deleter, Host
 
 
@@ -49,7 +50,7 @@ class MemoryHost(Host, Deleter, Checker):
             self.objects[digest] = data
         return f"memory://{self.name}/{digest}"
 
-    def download(self, locator: str, out: BinaryIO) -> None:
+    def download(self, locator: str, out: Sink) -> None:
         """Write the stored bytes to ``out``."""
         with self._guard:
             data = self.objects.get(self._key(locator))

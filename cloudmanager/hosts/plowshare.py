@@ -13,10 +13,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import HostError
-from ..streams import BUFFER_SIZE
+from ..streams import BUFFER_SIZE, Sink
 from .base import Host
 
 
@@ -65,7 +65,7 @@ class PlowshareHost(Host):
             raise HostError(self.name, f"plowup printed no URL: {str(url)[:200]!r}")
         return url
 
-    def download(self, locator: str, out: BinaryIO) -> None:
+    def download(self, locator: str, out: Sink) -> None:
         """Run ``plowdown URL -o DIR --temp-rename`` and stream the file to ``out``."""
         if not locator.startswith(("http://", "https://")) or any(ch.isspace() for ch in locator):
             raise HostError(self.name, f"not a file locker URL: {locator[:200]!r}")
