@@ -11,6 +11,13 @@ version = next(
     if line.startswith("__version__")
 )
 
+#: Optional host kinds and the libraries they need (``pip install cloudmanager[sftp]``).
+EXTRAS = {
+    "sftp": ["paramiko>=3.4"],
+    "webdav": ["webdav4>=0.10", "httpx>=0.27"],
+    "s3": ["boto3>=1.34"],
+}
+
 setup(
     name="cloudmanager",
     version=version,
@@ -26,16 +33,21 @@ setup(
         "plowshare==0.3.6",  # the "plowshare-wrapper": file lockers through plowup/plowdown
         "platformdirs>=3",
     ],
-    extras_require={
-        "develop": [
-            "pytest>=7",
-            "hypothesis>=6",
-            "tox>=4",
-            "ruff>=0.4",
-            "mypy>=1.8",
-            "diskcache>=5.6",  # the peer in benchmarks/
-        ],
-    },
+    extras_require=dict(EXTRAS, all=sorted({dep for deps in EXTRAS.values() for dep in deps}), develop=[
+        *sorted({dep for deps in EXTRAS.values() for dep in deps}),
+        "pytest>=7",
+        "hypothesis>=6",
+        "tox>=4",
+        "ruff>=0.4",
+        "mypy>=1.8",
+        "diskcache>=5.6",  # the peer in benchmarks/
+        # the real servers the tests start on 127.0.0.1
+        "wsgidav>=4.3",
+        "cheroot>=10",
+        "moto[server]>=5",
+        "boto3-stubs[s3]>=1.34",
+        "types-paramiko>=3",
+    ]),
     entry_points={
         "console_scripts": [
             "cm_setup_db = cloudmanager.setup_db:main",

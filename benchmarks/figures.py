@@ -66,7 +66,7 @@ class Sizes:
 
 
 FULL = Sizes(file_mib=512, records=100_000, lookups=20_000, cached_many=10_000, cached_few=100,
-             usage_calls=50_000, rounds=5, file_rounds=3)
+             usage_calls=50_000, rounds=5, file_rounds=5)
 QUICK = Sizes(file_mib=64, records=10_000, lookups=5_000, cached_many=1_000, cached_few=100,
               usage_calls=10_000, rounds=3, file_rounds=3)
 

@@ -57,14 +57,17 @@ def best_of(rounds: int, trials: Mapping[str, Trial]) -> dict[str, float]:
 
     The trials are interleaved, each round running every trial once, in an
     order that alternates from round to round, so that a slow moment of the
-    machine (or a cache warming up) does not favour one side.
+    machine (or a cache warming up) does not favour one side.  The spread of
+    each trial goes to stderr, to judge how noisy the machine was.
     """
     names = list(trials)
-    best = dict.fromkeys(names, math.inf)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
         for name in names if round_index % 2 == 0 else reversed(names):
-            best[name] = min(best[name], trials[name]())
-    return best
+            times[name].append(trials[name]())
+    for name, spread in times.items():
+        note(f"  {name}: best {min(spread):.4g} s, worst {max(spread):.4g} s of {rounds}")
+    return {name: min(spread) for name, spread in times.items()}
 
 
 @contextmanager

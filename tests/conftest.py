@@ -14,6 +14,11 @@ from cloudmanager.hosts import MemoryHost
 TESTS = Path(__file__).parent
 Factory = Callable[..., CloudManager]
 
+#: Each module of tests/servers/ starts one kind of real server from a fixture.
+pytest_plugins = sorted(
+    f"tests.servers.{p.stem}" for p in (TESTS / "servers").glob("*.py") if p.stem != "__init__"
+)
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

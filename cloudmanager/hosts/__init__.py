@@ -4,13 +4,14 @@ from .base import Checker, Deleter, Host
 from .folder import FolderHost
 from .memory import MemoryHost
 from .plowshare import PlowshareHost
-from .registry import make_host, make_hosts, register, schemes
+from .registry import HostSpec, make_host, make_hosts, register, schemes
 
 __all__ = [
     "Checker",
     "Deleter",
     "FolderHost",
     "Host",
+    "HostSpec",
     "MemoryHost",
     "PlowshareHost",
     "make_host",

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 from ..errors import HostError, ObjectMissing
 from ..streams import BUFFER_SIZE, Sink
 from .base import Checker, Deleter, Host
+from .registry import HostSpec
 
 _KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
 
@@ -99,3 +100,10 @@ class FolderHost(Host, Deleter, Checker):
             raise ObjectMissing(self.name, "no such object") from None
         except OSError as exc:
             raise HostError(self.name, f"cannot check: {exc.strerror or exc}") from exc
+
+
+def from_spec(spec: HostSpec) -> Host:
+    """``file:///abs/dir``: a folder host."""
+    if spec.netloc not in ("", "localhost"):
+        raise ValueError(f"a folder host needs an absolute path: file:///abs/dir (got host {spec.netloc!r})")
+    return FolderHost(spec.path, spec.name)

@@ -15,6 +15,7 @@ from typing import ClassVar
 from ..errors import ObjectMissing
 from ..streams import Sink
 from .base import Checker, Deleter, Host
+from .registry import HostSpec
 
 
 class MemoryHost(Host, Deleter, Checker):
@@ -70,3 +71,10 @@ class MemoryHost(Host, Deleter, Checker):
         if data is None:
             raise ObjectMissing(self.name, "no such object")
         return len(data)
+
+
+def from_spec(spec: HostSpec) -> Host:
+    """``memory://NAME``: an in-process host."""
+    if not spec.netloc or spec.path not in ("", "/"):
+        raise ValueError("a memory host is written memory://NAME")
+    return MemoryHost(spec.name or spec.netloc)

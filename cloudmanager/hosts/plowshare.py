@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import HostError
 from ..streams import BUFFER_SIZE, Sink
 from .base import Host
+from .registry import HostSpec
 
 
 def _wrapper(module: str) -> Any:
@@ -81,3 +82,10 @@ class PlowshareHost(Host):
                 raise HostError(self.name, f"plowdown failed: {result['error']}")
             with open(result["filename"], "rb") as handle:
                 shutil.copyfileobj(handle, out, BUFFER_SIZE)
+
+
+def from_spec(spec: HostSpec) -> Host:
+    """``plowshare://MODULE``: a file locker."""
+    if not spec.netloc or spec.path not in ("", "/"):
+        raise ValueError("a plowshare host is written plowshare://MODULE")
+    return PlowshareHost(spec.netloc, spec.name)

@@ -1,73 +1,120 @@
-"""Turn a host URL (``file:///srv/vault``, ``plowshare://rghost``...) into a host.
+"""Turn a host URL (``file:///srv/vault``, ``sftp://user@nas/backup``...) into a host.
 
-Every kind registers a factory under its URL scheme.  A ``name=`` query
-parameter names the host (``file:///mnt/a/data?name=nas``); otherwise each kind
-picks a name that is the same on every node using the same host.
+Each kind of host is a module with a ``from_spec(spec: HostSpec) -> Host``
+function, found by URL scheme: first among the kinds registered in this
+process (:func:`register`), then the built-in kinds (imported only when used,
+so a kind whose optional dependency is missing fails with a message naming
+the extra to install), then the entry point group ``cloudmanager.hosts``
+(third-party kinds: ``myscheme = "mypackage.myhost:from_spec"``).
+
+A ``name=`` query parameter names the host (``file:///mnt/a/data?name=nas``);
+otherwise each kind picks a name that is the same on every node using the
+same host.  Other query parameters are options of the kind, merged with the
+``config`` mapping given in the configuration file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from urllib.parse import parse_qs, unquote, urlsplit
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .base import Host
-from .folder import FolderHost
-from .memory import MemoryHost
-from .plowshare import PlowshareHost
 
-#: scheme -> factory(netloc, path, name or None)
-Factory = Callable[[str, str, "str | None"], Host]
-_KINDS: dict[str, Factory] = {}
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything a kind needs to build a host: its URL, name, options and secret."""
+
+    url: str
+    parts: SplitResult
+    name: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    token: str | None = None  # a password or key from the configuration, never logged
+
+    @property
+    def path(self) -> str:
+        """The URL's path, percent-decoded."""
+        return unquote(self.parts.path)
+
+    @property
+    def host(self) -> str:
+        """The URL's host name (empty when it has none)."""
+        return self.parts.hostname or ""
+
+    @property
+    def netloc(self) -> str:
+        """The URL's network location (user@host:port), percent-decoded."""
+        return unquote(self.parts.netloc)
+
+
+Factory = Callable[[HostSpec], Host]
+_REGISTERED: dict[str, Factory] = {}
+#: Built-in kinds: scheme -> (module, optional extra that provides its libraries).
+_BUILTIN: dict[str, tuple[str, str | None]] = {
+    "file": ("cloudmanager.hosts.folder", None),
+    "memory": ("cloudmanager.hosts.memory", None),
+    "plowshare": ("cloudmanager.hosts.plowshare", None),
+    "sftp": ("cloudmanager.hosts.sftp", "sftp"),
+    "webdav": ("cloudmanager.hosts.webdav", "webdav"),
+    "webdavs": ("cloudmanager.hosts.webdav", "webdav"),
+    "s3": ("cloudmanager.hosts.s3", "s3"),
+    "rclone": ("cloudmanager.hosts.rclone", None),
+}
+ENTRY_POINT_GROUP = "cloudmanager.hosts"
 
 
 def register(scheme: str, factory: Factory) -> None:
-    """Make ``scheme://...`` URLs build hosts with ``factory(netloc, path, name)``."""
-    _KINDS[scheme] = factory
+    """Make ``scheme://...`` URLs build hosts with ``factory(spec)``."""
+    _REGISTERED[scheme] = factory
 
 
 def schemes() -> list[str]:
-    """The URL schemes known, sorted."""
-    return sorted(_KINDS)
+    """The URL schemes known (registered, built in, or installed as plugins), sorted."""
+    plugins = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(set(_REGISTERED) | set(_BUILTIN) | plugins)
 
 
-def _file(netloc: str, path: str, name: str | None) -> Host:
-    if netloc not in ("", "localhost"):
-        raise ValueError(f"a folder host needs an absolute path: file:///abs/dir (got host {netloc!r})")
-    return FolderHost(path, name)
+def _factory(scheme: str) -> Factory:
+    if scheme in _REGISTERED:
+        return _REGISTERED[scheme]
+    if scheme in _BUILTIN:
+        module_name, extra = _BUILTIN[scheme]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            hint = f"pip install 'cloudmanager[{extra}]'" if extra else "reinstall cloudmanager"
+            raise ValueError(f"the {scheme}:// host kind needs a library that is missing "
+                             f"({exc.name}): {hint}") from None
+        factory: Factory = module.from_spec
+        return factory
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name == scheme:
+            loaded: Factory = point.load()
+            return loaded
+    raise ValueError(f"unknown host kind {scheme!r}: known kinds are {', '.join(schemes())}")
 
 
-def _memory(netloc: str, path: str, name: str | None) -> Host:
-    if not netloc or path not in ("", "/"):
-        raise ValueError("a memory host is written memory://NAME")
-    return MemoryHost(name or netloc)
-
-
-def _plowshare(netloc: str, path: str, name: str | None) -> Host:
-    if not netloc or path not in ("", "/"):
-        raise ValueError("a plowshare host is written plowshare://MODULE")
-    return PlowshareHost(netloc, name)
-
-
-register("file", _file)
-register("memory", _memory)
-register("plowshare", _plowshare)
-
-
-def make_host(spec: str | Host) -> Host:
+def make_host(spec: str | Host, *, name: str | None = None, token: str | None = None,
+              config: Mapping[str, Any] | None = None) -> Host:
     """A host from its URL (a Host object is returned as it is).
 
-    Raises ValueError naming the problem for an unknown scheme or a bad URL.
+    ``name``, ``token`` and ``config`` come from a configuration file's host
+    record; a ``name=`` in the URL's query is used when ``name`` is not given.
+    Raises ValueError naming the problem for an unknown kind or a bad URL.
     """
     if isinstance(spec, Host):
         return spec
     if not isinstance(spec, str) or "://" not in spec:
         raise ValueError(f"not a host URL: {str(spec)[:100]!r} (expected e.g. file:///srv/vault)")
     parts = urlsplit(spec)
-    factory = _KINDS.get(parts.scheme)
-    if factory is None:
-        raise ValueError(f"unknown host kind {parts.scheme!r}: known kinds are {', '.join(schemes())}")
-    names = parse_qs(parts.query).get("name")
-    return factory(unquote(parts.netloc), unquote(parts.path), names[-1] if names else None)
+    options: dict[str, Any] = dict(parse_qsl(parts.query))
+    options.update(config or {})
+    url_name = options.pop("name", None)
+    return _factory(parts.scheme)(HostSpec(spec, parts, name or url_name, options, token))
 
 
 def make_hosts(specs: Iterable[str | Host]) -> list[Host]:

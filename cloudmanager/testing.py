@@ -1,0 +1,167 @@
+"""The host conformance suite: the same tests for every kind of host.
+
+Subclass :class:`HostConformance` in a pytest module and provide the fixtures:
+
+* ``host``: a working host of your kind, against a real server;
+* ``broken_hosts``: a list of hosts that must fail cleanly (a stopped server,
+  a wrong password...), each within its timeout; ``[]`` if none apply.
+
+Every test here is what a user of any host relies on (Devilry's
+DeliveryStoreTestMixin is the model).  Run it against your own kind::
+
+    from cloudmanager.testing import HostConformance
+
+    class TestMyHost(HostConformance):
+        @pytest.fixture
+        def host(self, my_server): return MyHost(my_server.url)
+        @pytest.fixture
+        def broken_hosts(self): return [MyHost("myscheme://127.0.0.1:1/")]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .errors import HostError, ObjectMissing
+from .hosts.base import Checker, Deleter, Host
+from .streams import HashingWriter
+
+#: Size of the file that must go through without being held in memory.
+LARGE_FILE = 64 * 1024 * 1024
+#: How much more Python memory a 64 MiB round trip may take (buffers only).
+MEMORY_BOUND = 16 * 1024 * 1024
+#: How long a broken host may take to fail, at most.
+FAIL_WITHIN_S = 60.0
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _put(host: Host, folder: Path, name: str, data: bytes) -> tuple[str, str]:
+    path = folder / name
+    path.write_bytes(data)
+    digest = _sha(data)
+    return digest, host.upload(path, name, digest)
+
+
+def _get(host: Host, locator: str) -> bytes:
+    out = io.BytesIO()
+    host.download(locator, out)
+    return out.getvalue()
+
+
+class HostConformance:
+    """The conformance tests; a subclass provides ``host`` and ``broken_hosts``."""
+
+    #: True only for a kind that keeps files in memory by design (memory://):
+    #: its large-file test checks the bytes, not the memory bound.
+    in_memory = False
+
+    def test_round_trip_returns_the_exact_bytes(self, host: Host, tmp_path: Path) -> None:
+        data = os.urandom(100_000) + b"\x00\r\n" * 10
+        digest, locator = _put(host, tmp_path, "data.bin", data)
+        assert isinstance(locator, str) and locator
+        assert _get(host, locator) == data
+
+    def test_empty_file(self, host: Host, tmp_path: Path) -> None:
+        _, locator = _put(host, tmp_path, "empty", b"")
+        assert _get(host, locator) == b""
+
+    @pytest.mark.parametrize("name", ["with space.txt", "ünïcödé €.txt", "日本語.txt", "a'b\"c;d.txt"])
+    def test_names_with_spaces_and_non_ascii(self, host: Host, tmp_path: Path, name: str) -> None:
+        data = f"content of {name}".encode()
+        _, locator = _put(host, tmp_path, name, data)
+        assert _get(host, locator) == data
+
+    def test_same_content_twice(self, host: Host, tmp_path: Path) -> None:
+        data = b"twice" * 1000
+        _, first = _put(host, tmp_path, "one", data)
+        _, second = _put(host, tmp_path, "two", data)
+        assert _get(host, first) == data and _get(host, second) == data
+
+    def test_a_large_file_is_streamed_not_held_in_memory(self, host: Host, tmp_path: Path) -> None:
+        path = tmp_path / "large.bin"
+        block = os.urandom(1024 * 1024)
+        with open(path, "wb") as handle:
+            for i in range(LARGE_FILE // len(block)):
+                handle.write(block[i:] + block[:i])
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        tracemalloc.start()
+        try:
+            locator = host.upload(path, "large.bin", digest)
+            _, upload_peak = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            with open(tmp_path / "back.bin", "wb") as out:
+                writer = HashingWriter(out)
+                host.download(locator, writer)
+            _, download_peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert writer.size == LARGE_FILE and writer.hexdigest() == digest
+        if not self.in_memory:
+            assert upload_peak < MEMORY_BOUND, f"upload held {upload_peak / 2**20:.1f} MiB"
+            assert download_peak < MEMORY_BOUND, f"download held {download_peak / 2**20:.1f} MiB"
+
+    def test_concurrent_uploads_to_one_host(self, host: Host, tmp_path: Path) -> None:
+        payloads = [f"file {i} ".encode() * (1000 + i) for i in range(12)]
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            locators = list(pool.map(lambda p: _put(host, tmp_path, f"c{payloads.index(p)}", p)[1],
+                                     payloads))
+        assert len(set(locators)) == len(payloads)
+        for data, locator in zip(payloads, locators, strict=True):
+            assert _get(host, locator) == data
+
+    def test_delete_where_supported(self, host: Host, tmp_path: Path) -> None:
+        if not isinstance(host, Deleter):
+            return  # not an ability of this kind: nothing to check
+        _, locator = _put(host, tmp_path, "doomed", b"delete me")
+        host.delete(locator)
+        with pytest.raises(ObjectMissing):
+            _get(host, locator)
+        host.delete(locator)  # deleting what is gone is not an error
+
+    def test_check_where_supported(self, host: Host, tmp_path: Path) -> None:
+        if not isinstance(host, Checker):
+            return
+        _, locator = _put(host, tmp_path, "sized", b"12345")
+        assert host.check(locator) in (5, None)
+
+    def test_a_missing_object_is_a_clear_host_error(self, host: Host, tmp_path: Path) -> None:
+        _, locator = _put(host, tmp_path, "present", b"here")
+        if isinstance(host, Deleter):
+            host.delete(locator)
+            with pytest.raises(ObjectMissing) as caught:
+                _get(host, locator)
+            assert caught.value.host == host.name
+
+    def test_broken_hosts_fail_with_a_host_error_in_time(self, broken_hosts: list[Host],
+                                                         tmp_path: Path) -> None:
+        path = tmp_path / "f"
+        path.write_bytes(b"nowhere to go")
+        for broken in broken_hosts:
+            outcome: list[BaseException | str] = []
+
+            def attempt(target: Host = broken) -> None:
+                try:
+                    outcome.append(target.upload(path, "f", _sha(b"nowhere to go")))
+                except BaseException as exc:  # checked below
+                    outcome.append(exc)
+
+            started = time.monotonic()
+            worker = threading.Thread(target=attempt, daemon=True)
+            worker.start()
+            worker.join(FAIL_WITHIN_S)
+            assert not worker.is_alive(), f"{broken!r} hung for {FAIL_WITHIN_S} s"
+            assert isinstance(outcome[0], HostError), f"{broken!r} gave {outcome[0]!r}"
+            assert outcome[0].host == broken.name
+            assert time.monotonic() - started < FAIL_WITHIN_S
