@@ -32,6 +32,10 @@ setup(
     install_requires=[
         "plowshare==0.3.6",  # the "plowshare-wrapper": file lockers through plowup/plowdown
         "platformdirs>=3",
+        "click>=8.1",  # the cm command
+        "rich>=13",  # its tables and progress bars
+        "tomlkit>=0.12",  # cm relocate rewrites the configuration, comments kept
+        'tomli>=2; python_version < "3.11"',
     ],
     extras_require=dict(EXTRAS, all=sorted({dep for deps in EXTRAS.values() for dep in deps}), develop=[
         *sorted({dep for deps in EXTRAS.values() for dep in deps}),
@@ -47,10 +51,12 @@ setup(
         "moto[server]>=5",
         "boto3-stubs[s3]>=1.34",
         "types-paramiko>=3",
+        "tomli>=2",  # for mypy's Python 3.10 view of config.py
     ]),
     entry_points={
         "console_scripts": [
             "cm_setup_db = cloudmanager.setup_db:main",
+            "cm = cloudmanager.cli:main",
         ],
     },
     classifiers=[

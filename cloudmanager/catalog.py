@@ -86,6 +86,29 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class MergeResult:
+    """What a merge of another node's records did."""
+
+    added: int
+    changed: int
+    clashes: tuple[str, ...] = ()  # hashes whose size disagreed with the catalog (left out)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One line of a listing: a file, its cache state, and its copies."""
+
+    hash: str
+    name: str
+    size: int
+    datetime: int
+    cached: bool
+    pinned: bool
+    held: int  # hosts (of those asked about) holding a copy
+    tried: int  # hosts (of those asked about) with an entry, copy or error
+
+
+@dataclass(frozen=True)
 class HostHealth:
     """How a host has behaved lately."""
 
@@ -486,11 +509,14 @@ class Catalog:
 
     # -- node sync ------------------------------------------------------------------
 
-    def merge(self, records: Sequence[FileRecord]) -> int:
-        """Union ``records`` into the catalog in one transaction; returns how many
-        files were added or changed.  A URL beats an error for the same host;
-        a known file keeps its name.  Raises ValueError (naming the hash) when a
-        record's size disagrees with the catalog, and then changes nothing."""
+    def merge(self, records: Sequence[FileRecord], *, skip_clashes: bool = False) -> MergeResult:
+        """Union ``records`` into the catalog in one transaction.
+
+        A URL beats an error for the same host; a known file keeps its name.  A
+        record whose size disagrees with the catalog is a clash: by default
+        ValueError (naming the hash) is raised and nothing changes; with
+        ``skip_clashes`` those records are left out and reported.
+        """
         with self._write() as db:
             db.execute("CREATE TEMP TABLE IF NOT EXISTS load_files "
                        "(hash TEXT PRIMARY KEY, name TEXT, size INTEGER, datetime INTEGER)")
@@ -509,20 +535,22 @@ class Catalog:
                                     THEN load_uploads.error END""",
                 ((r.hash, u.host, u.url, u.error) for r in records for u in r.uploads),
             )
-            clash = db.execute(
+            clashes = tuple(row[0] for row in db.execute(
                 """SELECT l.hash FROM load_files l JOIN files f ON f.hash = l.hash
-                    WHERE f.size <> l.size LIMIT 1"""
+                    WHERE f.size <> l.size ORDER BY l.hash"""))
+            if clashes and not skip_clashes:
+                raise ValueError(clashes[0])
+            db.executemany("DELETE FROM load_files WHERE hash = ?", ((h,) for h in clashes))
+            db.executemany("DELETE FROM load_uploads WHERE hash = ?", ((h,) for h in clashes))
+            added, changed = db.execute(
+                """SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.hash = l.hash)),
+                          count(*) FILTER (WHERE EXISTS (SELECT 1 FROM files f WHERE f.hash = l.hash)
+                            AND EXISTS (SELECT 1 FROM load_uploads lu
+                                         LEFT JOIN uploads u ON u.hash = lu.hash AND u.host = lu.host
+                                         WHERE lu.hash = l.hash
+                                           AND (u.hash IS NULL OR (u.url IS NULL AND lu.url IS NOT NULL))))
+                     FROM load_files l"""
             ).fetchone()
-            if clash:
-                raise ValueError(clash[0])
-            changed = db.execute(
-                """SELECT count(*) FROM load_files l
-                    WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.hash = l.hash)
-                       OR EXISTS (SELECT 1 FROM load_uploads lu
-                                   LEFT JOIN uploads u ON u.hash = lu.hash AND u.host = lu.host
-                                   WHERE lu.hash = l.hash
-                                     AND (u.hash IS NULL OR (u.url IS NULL AND lu.url IS NOT NULL)))"""
-            ).fetchone()[0]
             db.execute(
                 """INSERT INTO files (hash, name, size, datetime)
                    SELECT hash, name, size, datetime FROM load_files WHERE true
@@ -538,7 +566,67 @@ class Catalog:
             )
             db.execute("DELETE FROM load_files")
             db.execute("DELETE FROM load_uploads")
-            return int(changed)
+            return MergeResult(int(added), int(changed), clashes)
+
+    # -- listings and figures -------------------------------------------------------
+
+    def listing(self, hosts: Sequence[str], *, cached_only: bool = False,
+                pending_only: bool = False) -> Iterator[Listed]:
+        """Every file with its cache state and how many of ``hosts`` hold it, by name.
+
+        ``pending_only``: files not yet held by every one of ``hosts``.
+        """
+        query = """
+            SELECT f.hash, f.name, f.size, f.datetime, f.cached, f.pinned,
+                   count(u.url) AS held, count(u.host) AS tried
+              FROM files f
+              LEFT JOIN uploads u ON u.hash = f.hash AND u.host IN (SELECT value FROM json_each(:hosts))
+             WHERE (:cached = 0 OR f.cached = 1)
+             GROUP BY f.hash
+            HAVING (:pending = 0 OR count(u.url) < json_array_length(:hosts))
+             ORDER BY f.name, f.hash"""
+        params = {"hosts": _json_list(hosts), "cached": int(cached_only), "pending": int(pending_only)}
+        for row in self._db.execute(query, params):
+            yield Listed(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6], row[7])
+
+    def counts(self, hosts: Sequence[str]) -> dict[str, int]:
+        """files, cached, pinned, and pending (not on every one of ``hosts``)."""
+        row = self._db.execute(
+            """SELECT count(*), coalesce(sum(cached), 0), coalesce(sum(pinned), 0),
+                      coalesce(sum((SELECT count(*) FROM uploads u WHERE u.hash = f.hash AND u.url IS NOT NULL
+                                      AND u.host IN (SELECT value FROM json_each(:hosts)))
+                                   < json_array_length(:hosts)), 0)
+                 FROM files f""",
+            {"hosts": _json_list(hosts)},
+        ).fetchone()
+        return {"files": row[0], "cached": row[1], "pinned": row[2], "pending": row[3]}
+
+    def held_per_host(self) -> dict[str, int]:
+        """How many files each host holds a copy of."""
+        return dict(self._db.execute(
+            "SELECT host, count(*) FROM uploads WHERE url IS NOT NULL GROUP BY host"))
+
+    def transfers(self) -> list[tuple[str, str, int, int]]:
+        """(month, host, bytes sent, bytes fetched), oldest month first."""
+        return [(r[0], r[1], r[2], r[3]) for r in self._db.execute(
+            "SELECT month, host, sent, fetched FROM transfers ORDER BY month, host")]
+
+    def copies_older_than(self, host: str, before: int) -> list[tuple[str, str, int]]:
+        """(hash, locator, copies of that file) for ``host``'s copies made before ``before``."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            """SELECT u.hash, u.url, f.copies FROM uploads u JOIN files f ON f.hash = u.hash
+                WHERE u.host = ? AND u.url IS NOT NULL AND u.time < ? ORDER BY u.time""",
+            (host, before))]
+
+    def under_copies(self, copies: int) -> list[str]:
+        """Files held by fewer than ``copies`` hosts."""
+        return [r[0] for r in self._db.execute(
+            "SELECT hash FROM files WHERE copies < ? ORDER BY hash", (copies,))]
+
+    def drop_upload(self, digest: str, host: str) -> None:
+        """Forget ``host``'s entry for a file (its copy was deleted)."""
+        with self._write() as db:
+            db.execute("DELETE FROM uploads WHERE hash = ? AND host = ?", (digest, host))
 
 
 def _json_list(values: Sequence[str]) -> str:

@@ -11,16 +11,16 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
-from . import payload
+from . import maintenance, payload
 from .cache import Cache, TempFile
-from .catalog import Catalog
+from .catalog import Catalog, Listed
 from .errors import HostError, InvalidDump, ObjectMissing, Unavailable
 from .hosts import Host, make_hosts
 from .locking import FileLock
@@ -30,6 +30,15 @@ from .records import FileRecord, Upload
 from .streams import HashingWriter, copy_hashing
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadReport:
+    """What a lenient import of a dump did: files added, files changed, records rejected."""
+
+    added: int
+    changed: int
+    rejected: list[payload.Rejected]
 
 
 @dataclass
@@ -138,7 +147,13 @@ class CloudManager:
 
     # -- upload -----------------------------------------------------------------------
 
-    def upload(self, path: str | os.PathLike[str]) -> str | Literal[False]:
+    @property
+    def active_hosts(self) -> list[Host]:
+        """The hosts that get new uploads (inactive ones still serve downloads)."""
+        return [host for host in self.hosts if host.active]
+
+    def upload(self, path: str | os.PathLike[str],
+               progress: Callable[[int], object] | None = None) -> str | Literal[False]:
         """Keep a file: cache it and send it to every host, in parallel.
 
         Returns its SHA-256, or False when it could be kept nowhere (no host
@@ -146,7 +161,8 @@ class CloudManager:
         while copied into the cache.  Content already known is not sent again.
         A file no host took stays in the cache, is never evicted, and
         :meth:`sync` sends it later.  Raises FileNotFoundError or
-        IsADirectoryError for a bad path, recording nothing.
+        IsADirectoryError for a bad path, recording nothing.  ``progress`` is
+        called with the number of bytes of each chunk read.
         """
         source = Path(path)
         info = os.stat(source)
@@ -154,11 +170,11 @@ class CloudManager:
             raise IsADirectoryError(21, "Is a directory", str(source))
         with open(source, "rb") as handle:
             if info.st_size > self.capacity:
-                digest, size = copy_hashing(handle)
+                digest, size = copy_hashing(handle, progress=progress)
                 record = self._new_record(source, digest, size)
                 return self._keep_uncached(record, source)
             with self.cache.temp() as temp:
-                digest, size = copy_hashing(handle, temp.file)
+                digest, size = copy_hashing(handle, temp.file, progress)
                 record = self._new_record(source, digest, size)
                 entry = self.catalog.entry(digest)
                 if entry is not None and entry.cached:
@@ -171,9 +187,9 @@ class CloudManager:
             return self._keep_uncached(record, source)
         try:
             with self.cache.hold(digest) as copy:  # readable even if evicted meanwhile
-                self._send(record, copy, self.hosts)
+                self._send(record, copy, self.active_hosts)
         except FileNotFoundError:  # evicted already: so some host holds it (sync sent it)
-            self._send(record, source, self.hosts)
+            self._send(record, source, self.active_hosts)
         return digest
 
     @staticmethod
@@ -188,7 +204,7 @@ class CloudManager:
         """Send a file that is not cached; record it only if a host took it."""
         if self.catalog.exists(record.hash):
             return record.hash
-        results = self._send(record, source, self.hosts, record_each=False)
+        results = self._send(record, source, self.active_hosts, record_each=False)
         if not any(result.ok for result in results):
             return False
         self.catalog.add(FileRecord(record.hash, record.name, record.size, record.datetime,
@@ -342,31 +358,53 @@ class CloudManager:
 
     # -- sync with hosts and with other nodes -----------------------------------------
 
-    def sync(self) -> dict[str, list[Upload]]:
+    def sync(self, copies: int | None = None) -> dict[str, list[Upload]]:
         """Send files to the hosts that failed to take them (or never got them).
 
-        Retries, for every file, each configured host whose entry is an error,
-        and sends files no host holds yet (an upload cut off by a crash).  The
-        bytes come from the cache, or are fetched from a host that holds them.
-        Returns, per file hash, the new result of each host tried.
+        Retries, for every file, each active host whose entry is an error, and
+        sends files no host holds yet (an upload cut off by a crash).  With
+        ``copies``, files held by fewer hosts than that are also sent to more
+        active hosts (healthiest first) until they would be.  The bytes come
+        from the cache, or are fetched from a host that holds them.  Returns,
+        per file hash, the result of each host tried.
         """
+        active = self.active_hosts
         wanted: dict[str, list[Host]] = {}
-        for digest, host_name in self.catalog.missing_copies([h.name for h in self.hosts]):
+        for digest, host_name in self.catalog.missing_copies([h.name for h in active]):
             wanted.setdefault(digest, []).append(self._by_name[host_name])
+        if copies is not None:
+            for digest, extra in self._more_copies(copies, active):
+                wanted.setdefault(digest, [])
+                wanted[digest] += [h for h in extra if h not in wanted[digest]]
         changes: dict[str, list[Upload]] = {}
         for digest, hosts in wanted.items():
-            record = self.catalog.record(digest)
-            for _ in range(3):  # evicted by another process before it was held: again
-                if record is None or not self.warm_up(digest):
-                    log.warning("cannot sync %s: no copy to send from", digest)
-                    break
-                try:
-                    with self.cache.hold(digest) as copy:
-                        changes[digest] = self._send(record, copy, hosts)
-                    break
-                except FileNotFoundError:
-                    continue
+            if hosts:
+                self._send_again(digest, hosts, changes)
         return changes
+
+    def _more_copies(self, copies: int, active: list[Host]) -> Iterator[tuple[str, list[Host]]]:
+        """For each file held by fewer than ``copies`` hosts, the active hosts to add."""
+        health = self.catalog.host_health(h.name for h in active)
+        ranked = sorted(active, key=lambda h: (health[h.name].failures, -(health[h.name].last_ok or 0)))
+        for digest in self.catalog.under_copies(copies):
+            record = self.catalog.record(digest)
+            if record is None:
+                continue
+            holding = {u.host for u in record.uploads if u.ok}
+            yield digest, [h for h in ranked if h.name not in holding][: copies - len(holding)]
+
+    def _send_again(self, digest: str, hosts: list[Host], changes: dict[str, list[Upload]]) -> None:
+        record = self.catalog.record(digest)
+        for _ in range(3):  # evicted by another process before it was held: again
+            if record is None or not self.warm_up(digest):
+                log.warning("cannot sync %s: no copy to send from", digest)
+                return
+            try:
+                with self.cache.hold(digest) as copy:
+                    changes[digest] = self._send(record, copy, hosts)
+                return
+            except FileNotFoundError:
+                continue
 
     def data_dump(self) -> str:
         """Every file's record as JSON text in format "0.2", for other nodes."""
@@ -380,14 +418,81 @@ class CloudManager:
         entries (a URL beats an error for the same host).  Invalid input raises
         InvalidDump naming the record and field, and imports nothing.
         """
-        records, rejected = payload.parse(text)
-        if rejected:
-            raise rejected[0].error()
+        parsed = payload.parse(text)
+        if parsed.rejected:
+            raise parsed.rejected[0].error()
         try:
-            return self.catalog.merge(records)
+            result = self.catalog.merge(parsed.records)
         except ValueError as clash:
-            index = next(i for i, r in enumerate(records) if r.hash == str(clash))
+            index = parsed.position_of(str(clash))
             raise InvalidDump("filesize disagrees with the catalog", index, "filesize") from None
+        return result.added + result.changed
+
+    def import_dump(self, text: str | bytes) -> LoadReport:
+        """Merge what is valid in a dump, and report the rest instead of refusing it all.
+
+        Raises InvalidDump only when the document is not a dump at all.
+        """
+        parsed = payload.parse(text)
+        result = self.catalog.merge(parsed.records, skip_clashes=True)
+        rejected = list(parsed.rejected)
+        for digest in result.clashes:
+            position = parsed.position_of(digest)
+            record = parsed.records[parsed.positions.index(position)]
+            rejected.append(payload.Rejected(position, "filesize", "disagrees with the catalog",
+                                             payload.to_dict(record)))
+        rejected.sort(key=lambda r: r.index)
+        return LoadReport(result.added, result.changed, rejected)
+
+    # -- figures ----------------------------------------------------------------------
+
+    def listing(self, *, cached_only: bool = False, pending_only: bool = False) -> Iterator[Listed]:
+        """Every file by name: size, date, cached or not, and copies on the active hosts
+        (``pending_only``: files not yet on every active host)."""
+        return self.catalog.listing([h.name for h in self.active_hosts],
+                                    cached_only=cached_only, pending_only=pending_only)
+
+    def stats(self) -> dict[str, Any]:
+        """Capacity, usage, file counts and bytes moved per host and month."""
+        used, _ = self.catalog.usage()
+        figures: dict[str, Any] = {"capacity": self.capacity, "used": used,
+                                   "usage_ratio": self.usage_ratio()}
+        figures.update(self.catalog.counts([h.name for h in self.active_hosts]))
+        months: dict[str, dict[str, int]] = {}
+        for month, _host, sent, fetched in self.catalog.transfers():
+            totals = months.setdefault(month, {"sent": 0, "fetched": 0})
+            totals["sent"] += sent
+            totals["fetched"] += fetched
+        figures["transfers"] = {
+            "months": months,
+            "total": {"sent": sum(m["sent"] for m in months.values()),
+                      "fetched": sum(m["fetched"] for m in months.values())},
+        }
+        return figures
+
+    # -- administration (see maintenance.py) -----------------------------------------
+
+    def host(self, name: str) -> Host | None:
+        """The configured host of this name, or None."""
+        return self._by_name.get(name)
+
+    def forget(self, digest: str, *, from_hosts: bool = False) -> maintenance.ForgetReport | None:
+        """Remove a file from the cache and the catalog (None when unknown); with
+        ``from_hosts``, delete its copies from the hosts that can delete first."""
+        return maintenance.forget(self, digest, from_hosts=from_hosts) if is_sha256(digest) else None
+
+    def relocate(self, target: str | os.PathLike[str]) -> maintenance.RelocateReport:
+        """Move the cache to another directory (copy, verify, switch, clean up)."""
+        return maintenance.relocate(self, Path(target))
+
+    def expire(self, *, force: bool = False) -> maintenance.ExpireReport:
+        """Delete host copies older than their host's ``keep_days``, keeping last copies
+        unless ``force``."""
+        return maintenance.expire(self, force=force)
+
+    def check_hosts(self) -> dict[str, str | None]:
+        """A small round trip to each host: None when it went well, else the problem."""
+        return maintenance.check_hosts(self)
 
     # -- consistency --------------------------------------------------------------------
 

@@ -132,7 +132,20 @@ def _record(raw: object) -> FileRecord:
     )
 
 
-def parse(text: str | bytes) -> tuple[list[FileRecord], list[Rejected]]:
+@dataclass
+class Parsed:
+    """A validated dump: the valid records (with their positions) and the rejected ones."""
+
+    records: list[FileRecord]
+    positions: list[int]
+    rejected: list[Rejected]
+
+    def position_of(self, digest: str) -> int:
+        """The position in the dump of the (first) valid record of ``digest``."""
+        return next(p for p, r in zip(self.positions, self.records, strict=True) if r.hash == digest)
+
+
+def parse(text: str | bytes) -> Parsed:
     """Parse and validate a dump: the valid records, and the rejected ones with reasons.
 
     Raises InvalidDump when the document itself is not a dump (not JSON, not a
@@ -146,8 +159,7 @@ def parse(text: str | bytes) -> tuple[list[FileRecord], list[Rejected]]:
         document = [document]
     if not isinstance(document, list):
         raise InvalidDump("a dump must be a JSON list of records")
-    records: list[FileRecord] = []
-    rejected: list[Rejected] = []
+    parsed = Parsed([], [], [])
     sizes: dict[str, int] = {}
     for index, raw in enumerate(document):
         try:
@@ -155,10 +167,11 @@ def parse(text: str | bytes) -> tuple[list[FileRecord], list[Rejected]]:
             if sizes.setdefault(record.hash, record.size) != record.size:
                 raise _Bad("filesize", "disagrees with another record of the same file")
         except _Bad as bad:
-            rejected.append(Rejected(index, bad.field, bad.reason, raw))
+            parsed.rejected.append(Rejected(index, bad.field, bad.reason, raw))
             continue
-        records.append(record)
-    return records, rejected
+        parsed.records.append(record)
+        parsed.positions.append(index)
+    return parsed
 
 
 def to_dict(record: FileRecord) -> dict[str, Any]:

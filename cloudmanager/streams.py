@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 #: Size of the reused read buffer: large enough for full disk speed, small
@@ -17,11 +18,13 @@ class Sink(Protocol):
         """Write ``data``."""
 
 
-def copy_hashing(source: BinaryIO, target: BinaryIO | None = None) -> tuple[str, int]:
+def copy_hashing(source: BinaryIO, target: BinaryIO | None = None,
+                 progress: Callable[[int], object] | None = None) -> tuple[str, int]:
     """Read ``source`` to its end, writing to ``target`` (if any) and hashing.
 
-    Returns the SHA-256 hex digest and the number of bytes read.  One buffer of
-    BUFFER_SIZE bytes is reused, so memory does not grow with the file.
+    Returns the SHA-256 hex digest and the number of bytes read; ``progress``
+    is called with the count of each chunk read.  One buffer of BUFFER_SIZE
+    bytes is reused, so memory does not grow with the file.
     """
     digest = hashlib.sha256()
     buffer = bytearray(BUFFER_SIZE)
@@ -35,6 +38,8 @@ def copy_hashing(source: BinaryIO, target: BinaryIO | None = None) -> tuple[str,
         digest.update(chunk)
         if target is not None:
             target.write(chunk)
+        if progress is not None:
+            progress(count)
         total += count
     return digest.hexdigest(), total
 

@@ -69,7 +69,7 @@ class HostConformance:
 
     def test_round_trip_returns_the_exact_bytes(self, host: Host, tmp_path: Path) -> None:
         data = os.urandom(100_000) + b"\x00\r\n" * 10
-        digest, locator = _put(host, tmp_path, "data.bin", data)
+        _, locator = _put(host, tmp_path, "data.bin", data)
         assert isinstance(locator, str) and locator
         assert _get(host, locator) == data
 
@@ -148,17 +148,16 @@ class HostConformance:
                                                          tmp_path: Path) -> None:
         path = tmp_path / "f"
         path.write_bytes(b"nowhere to go")
+        def attempt(target: Host, outcome: list[BaseException | str]) -> None:
+            try:
+                outcome.append(target.upload(path, "f", _sha(b"nowhere to go")))
+            except BaseException as exc:  # checked by the caller
+                outcome.append(exc)
+
         for broken in broken_hosts:
             outcome: list[BaseException | str] = []
-
-            def attempt(target: Host = broken) -> None:
-                try:
-                    outcome.append(target.upload(path, "f", _sha(b"nowhere to go")))
-                except BaseException as exc:  # checked below
-                    outcome.append(exc)
-
             started = time.monotonic()
-            worker = threading.Thread(target=attempt, daemon=True)
+            worker = threading.Thread(target=attempt, args=(broken, outcome), daemon=True)
             worker.start()
             worker.join(FAIL_WITHIN_S)
             assert not worker.is_alive(), f"{broken!r} hung for {FAIL_WITHIN_S} s"

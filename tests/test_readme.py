@@ -32,12 +32,12 @@ def test_the_quick_start_uploads_on_the_defaults() -> None:
     assert block is not None
     first, second = block.group(1).strip().splitlines()
     assert second == "pip install tox && tox"
-    install, _, code = first.partition(" && ")
-    assert install == "pip install ."
+    install, _, command = first.partition(" && ")
+    assert install == "pip install ." and command == "cm upload README.md"
     home = Path.home()  # a fresh one per test (conftest)
-    command = code.removeprefix("python -c ").strip("'")
-    done = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True,
-                          env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "cloudmanager", *command.split()[1:]], cwd=ROOT,
+                          capture_output=True, text=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+                          timeout=60)
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(r"[0-9a-f]{64}\n", done.stdout)
+    assert re.fullmatch(r"[0-9a-f]{64}  README.md  vault: ok\n", done.stdout)
     assert (home / ".local" / "share" / "cloudmanager" / "vault").is_dir()

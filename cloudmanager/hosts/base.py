@@ -41,6 +41,12 @@ class Host(ABC):
 
     def __init__(self, name: str):
         self.name = name
+        #: An inactive host gets no new uploads but is still used for downloads.
+        self.active = True
+        #: Copies older than this many days are removed by ``expire`` (None: kept).
+        self.keep_days: int | None = None
+        #: Free text from the configuration, for people.
+        self.description = ""
 
     @abstractmethod
     def upload(self, source: Path, name: str, digest: str) -> str:

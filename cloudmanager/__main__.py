@@ -1,0 +1,5 @@
+"""``python -m cloudmanager``: the ``cm`` command."""
+
+from .cli import main
+
+main(prog_name="cm")

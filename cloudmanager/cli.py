@@ -1,0 +1,516 @@
+"""The ``cm`` command: everyday use of a node from the shell.
+
+Argument parsing and printing only: every command is a thin shell over a
+CloudManager method.  Exit status: 0 on success, 1 when the operation failed,
+2 for bad usage or bad input (a malformed hash, a missing file, an unreadable
+dump), always with one clear line on stderr and never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from . import __version__, config
+from .errors import CloudManagerError, InvalidDump
+from .manager import CloudManager
+from .names import is_sha256
+
+OK, FAILED, BAD_INPUT = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Failure(click.ClickException):
+    """An error shown as one line on stderr, with its exit status."""
+
+    def __init__(self, message: str, code: int = FAILED):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: Any = None) -> None:
+        """Print ``cm: message`` on stderr."""
+        click.echo(f"cm: {self.message}", err=True)
+
+
+class Node:
+    """The node a command works on: the configuration, and a manager opened on demand."""
+
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config: config.Config | None = None
+        self._manager: CloudManager | None = None
+
+    @property
+    def config(self) -> config.Config:
+        """The configuration in force (read once)."""
+        if self._config is None:
+            self._config = config.load(self.config_path)
+        return self._config
+
+    def manager(self) -> CloudManager:
+        """The node's CloudManager (catalog and cache directories are created)."""
+        if self._manager is None:
+            conf = self.config
+            conf.catalog.parent.mkdir(parents=True, exist_ok=True)
+            self._manager = CloudManager(conf.catalog, conf.cache, conf.capacity, hosts=conf.make_hosts())
+        return self._manager
+
+    def close(self) -> None:
+        """Close the manager if one was opened."""
+        if self._manager is not None:
+            self._manager.close()
+
+
+def guarded(command: F) -> F:
+    """Turn the library's errors into one line on stderr and the right exit status."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (InvalidDump, config.ConfigError) as exc:
+            raise Failure(str(exc), BAD_INPUT) from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            raise Failure(f"{exc.filename}: {exc.strerror}", BAD_INPUT) from None
+        except (CloudManagerError, ValueError, OSError) as exc:
+            raise Failure(str(exc)) from None
+
+    return run  # type: ignore[return-value]
+
+
+def need_hash(value: str) -> str:
+    """The hash argument, or exit 2 with a clear line."""
+    if not is_sha256(value):
+        raise Failure(f"not a SHA-256 (64 lowercase hex digits): {value[:80]!r}", BAD_INPUT)
+    return value
+
+
+def emit_json(value: Any) -> None:
+    """Print one JSON document (for scripts)."""
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def console() -> Console:
+    """Where tables go: when stdout is not a terminal, plain and never wrapped."""
+    tty = sys.stdout.isatty()
+    return Console(highlight=False, width=None if tty else 100_000, no_color=not tty)
+
+
+def table(*columns: str) -> Table:
+    """A table that stays plain when piped."""
+    boxed = sys.stdout.isatty()
+    return Table(*columns, box=None if not boxed else Table().box, show_edge=boxed, pad_edge=False)
+
+
+def when(timestamp: int | None) -> str:
+    """A Unix time as people read it (UTC)."""
+    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M", time.gmtime(timestamp))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+pass_node = click.make_pass_decorator(Node)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
+              help=f"Configuration file (default: ${config.CONFIG_ENV}, else {config.user_config_path()}).")
+@click.version_option(__version__, prog_name="cm")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Keep a pool of files on several hosts, with a local cache.
+
+    \b
+    Examples:
+      cm upload photos/*.jpg       keep files (prints each file's hash)
+      cm ls                        what is kept, where
+      cm get 6e1634...1b -o x.md   bring a file back
+      cm dump -o node.json         what this node knows, for another node
+    """
+    node = Node(config_path)
+    ctx.obj = node
+    ctx.call_on_close(node.close)
+
+
+@main.command()
+@pass_node
+@guarded
+def init(node: Node) -> None:
+    """Create the catalog and the cache of the current configuration."""
+    cm = node.manager()
+    conf = node.config
+    click.echo(f"catalog  {conf.catalog}\ncache    {conf.cache} ({config.human_size(cm.capacity)})")
+    for host in cm.hosts:
+        click.echo(f"host     {host.name}  {host.url()}{'' if host.active else '  (inactive)'}")
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], object]]:
+    """A byte progress bar on stderr when it is a terminal; a no-op otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda count: None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task("hashing", total=total)
+        yield lambda count: bar.advance(task, count)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@json_option
+@pass_node
+@guarded
+def upload(node: Node, files: tuple[Path, ...], as_json: bool) -> None:
+    """Keep FILES: cache them and send them to every active host.
+
+    Prints one line per file: its hash, then ok or the error for each host.
+    """
+    cm = node.manager()
+    sizes = {}
+    for path in files:
+        if not path.exists():
+            raise Failure(f"{path}: no such file", BAD_INPUT)
+        if path.is_dir():
+            raise Failure(f"{path}: is a directory", BAD_INPUT)
+        sizes[path] = path.stat().st_size
+    results, status = [], OK
+    big = sum(sizes.values()) > 64 * 2**20 or len(files) > 20
+    with progress_bar(sum(sizes.values()), big and not as_json) as advance:
+        for path in files:
+            digest = cm.upload(path, progress=advance)
+            record = cm.info(digest) if digest else None
+            results.append({"file": str(path), "hash": digest or None,
+                            "uploads": record["uploads"] if record else []})
+            if not digest:
+                status = FAILED
+    if as_json:
+        emit_json(results)
+    else:
+        health = cm.catalog.host_health(h.name for h in cm.hosts)
+        for item in results:
+            states = "  ".join(_state(u, health[u["host_name"]].last_error if u["host_name"] in health
+                                      else None) for u in item["uploads"])
+            click.echo(f"{item['hash'] or 'NOT KEPT'}  {item['file']}  {states}")
+    if status:
+        raise Failure("some files could be kept nowhere (no host took them and the cache is full)")
+
+
+def _state(upload: dict[str, Any], last_error: str | None) -> str:
+    name = upload["host_name"]
+    return f"{name}: ok" if "url" in upload else f"{name}: error ({last_error or 'failed'})"
+
+
+@main.command()
+@click.argument("digest", metavar="HASH")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write it "
+              "(default: its recorded name in the current directory; a directory is fine).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@pass_node
+@guarded
+def get(node: Node, digest: str, output: Path | None, force: bool) -> None:
+    """Bring a file back (from the cache, or a host) and copy it to a path."""
+    cm = node.manager()
+    record = cm.info(need_hash(digest))
+    if record is None:
+        raise Failure(f"{digest}: not in the catalog")
+    target = output or Path(record["filename"])
+    if target.is_dir():
+        target = target / record["filename"]
+    if target.exists() and not force:
+        raise Failure(f"{target}: exists (use --force to overwrite)", BAD_INPUT)
+    source = cm.open(digest)
+    assert source is not None
+    partial = target.with_name(f".{target.name}.cm-partial")
+    with source, open(partial, "wb") as out:
+        shutil.copyfileobj(source, out, 4 * 2**20)
+    os.replace(partial, target)
+    click.echo(str(target))
+
+
+@main.command(name="ls")
+@click.option("--cached", is_flag=True, help="Only files in the cache.")
+@click.option("--pending", is_flag=True, help="Only files not yet on every active host.")
+@json_option
+@pass_node
+@guarded
+def list_files(node: Node, cached: bool, pending: bool, as_json: bool) -> None:
+    """List the files: hash, name, size, date, cached or not, hosts holding it / tried."""
+    cm = node.manager()
+    rows = cm.listing(cached_only=cached, pending_only=pending)
+    if as_json:
+        emit_json([asdict(row) for row in rows])
+        return
+    out = table("hash", "name", "size", "date (UTC)", "cache", "hosts")
+    for row in rows:
+        state = "pinned" if row.pinned else ("yes" if row.cached else "no")
+        out.add_row(row.hash[:12], row.name, config.human_size(row.size), when(row.datetime), state,
+                    f"{row.held}/{row.tried}")
+    console().print(out)
+
+
+@main.command()
+@click.argument("digest", metavar="HASH")
+@json_option
+@pass_node
+@guarded
+def info(node: Node, digest: str, as_json: bool) -> None:
+    """Print the file's JSON record (format 0.2)."""
+    record = node.manager().info(need_hash(digest))
+    if record is None:
+        raise Failure(f"{digest}: not in the catalog")
+    emit_json(record)
+
+
+@main.command()
+@click.argument("digest", metavar="HASH")
+@pass_node
+@guarded
+def exists(node: Node, digest: str) -> None:
+    """Exit with status 0 when the file is in the catalog, 1 when not."""
+    if not node.manager().exists(need_hash(digest)):
+        sys.exit(FAILED)
+
+
+@main.command()
+@json_option
+@pass_node
+@guarded
+def stats(node: Node, as_json: bool) -> None:
+    """Capacity, usage, file counts, and bytes moved per month and in total."""
+    figures = node.manager().stats()
+    if as_json:
+        emit_json(figures)
+        return
+    size = config.human_size
+    click.echo(f"capacity     {size(figures['capacity'])}\n"
+               f"used         {size(figures['used'])} ({figures['usage_ratio']:.1%})\n"
+               f"files        {figures['files']}\n"
+               f"cached       {figures['cached']}  (pinned {figures['pinned']})\n"
+               f"pending      {figures['pending']}  (not yet on every active host)")
+    out = table("month", "sent", "fetched")
+    for month, moved in figures["transfers"]["months"].items():
+        out.add_row(month, size(moved["sent"]), size(moved["fetched"]))
+    total = figures["transfers"]["total"]
+    out.add_row("total", size(total["sent"]), size(total["fetched"]))
+    console().print(out)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (default: standard output).")
+@pass_node
+@guarded
+def dump(node: Node, output: Path | None) -> None:
+    """Print every file's record as JSON (format 0.2), for other nodes."""
+    text = node.manager().data_dump()
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    partial = output.with_name(f".{output.name}.cm-partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, output)
+
+
+@main.command()
+@click.argument("source", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True))
+@json_option
+@pass_node
+@guarded
+def load(node: Node, source: str, as_json: bool) -> None:
+    """Merge another node's dump (FILE, or - for standard input).
+
+    Records that fail validation are written, each with the reason, to
+    FILE.rejected.json, to be fixed and loaded again; the exit status is then 1.
+    """
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8", errors="strict")
+    report = node.manager().import_dump(text)
+    rejected_file = None
+    if report.rejected:
+        rejected_file = Path("stdin" if source == "-" else source).with_suffix(".rejected.json")
+        rejected_file.write_text(json.dumps(
+            [{"index": r.index, "field": r.field, "reason": r.reason, "record": r.record}
+             for r in report.rejected], indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    if as_json:
+        emit_json({"added": report.added, "changed": report.changed, "rejected": len(report.rejected),
+                   "rejected_file": str(rejected_file) if rejected_file else None})
+    else:
+        click.echo(f"added {report.added}, changed {report.changed}, rejected {len(report.rejected)}"
+                   + (f" (see {rejected_file})" if rejected_file else ""))
+    if report.rejected:
+        sys.exit(FAILED)
+
+
+@main.command()
+@click.option("--copies", type=click.IntRange(min=1), help="Also send files until each is on N hosts.")
+@json_option
+@pass_node
+@guarded
+def sync(node: Node, copies: int | None, as_json: bool) -> None:
+    """Retry failed host uploads (and, with --copies N, make more copies)."""
+    changes = node.manager().sync(copies=copies)
+    results = [(digest, u) for digest, uploads in changes.items() for u in uploads]
+    failed = sum(not u.ok for _, u in results)
+    if as_json:
+        emit_json([{"hash": d, "host": u.host, "ok": u.ok, "error": u.error} for d, u in results])
+    else:
+        for digest, u in results:
+            click.echo(f"{digest}  {u.host}: {'ok' if u.ok else f'error ({u.error})'}")
+        click.echo(f"{len(results) - failed} sent, {failed} failed")
+    if failed:
+        sys.exit(FAILED)
+
+
+@main.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+@guarded
+def hosts(ctx: click.Context, as_json: bool) -> None:
+    """The configured hosts: kind, active, description, files held, health."""
+    if ctx.invoked_subcommand is not None:
+        return
+    cm = ctx.find_object(Node).manager()  # type: ignore[union-attr]
+    held = cm.catalog.held_per_host()
+    health = cm.catalog.host_health(h.name for h in cm.hosts)
+    rows: list[dict[str, Any]] = [{"name": h.name, "kind": h.scheme, "url": h.url(), "active": h.active,
+             "description": h.description, "keep_days": h.keep_days, "files": held.get(h.name, 0),
+             "last_ok": health[h.name].last_ok, "last_error": health[h.name].last_error,
+             "failures": health[h.name].failures} for h in cm.hosts]
+    if as_json:
+        emit_json(rows)
+        return
+    out = table("name", "kind", "url", "active", "files", "last ok", "last error", "description")
+    for row in rows:
+        out.add_row(row["name"], row["kind"], row["url"], "yes" if row["active"] else "no", str(row["files"]),
+                    when(row["last_ok"]), row["last_error"] or "-", row["description"] or "")
+    console().print(out)
+
+
+@hosts.command(name="check")
+@json_option
+@pass_node
+@guarded
+def hosts_check(node: Node, as_json: bool) -> None:
+    """Try a small round trip to each host and report ok or the error."""
+    results = node.manager().check_hosts()
+    if as_json:
+        emit_json({name: {"ok": error is None, "error": error} for name, error in results.items()})
+    else:
+        for name, error in results.items():
+            click.echo(f"{name}: {'ok' if error is None else 'error (' + error + ')'}")
+    if any(error is not None for error in results.values()):
+        sys.exit(FAILED)
+
+
+@main.command()
+@click.argument("digests", metavar="[HASH]...", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Evict every file some host holds.")
+@pass_node
+@guarded
+def evict(node: Node, digests: tuple[str, ...], everything: bool) -> None:
+    """Remove files from the cache (only files some host holds; never pinned ones)."""
+    if everything == bool(digests):
+        raise Failure("give HASH... or --all", BAD_INPUT)
+    evicted = node.manager().evict(None if everything else [need_hash(d) for d in digests])
+    click.echo(f"evicted {len(evicted)} file(s)")
+
+
+def _pin(node: Node, digest: str, pinned: bool) -> None:
+    if not node.manager().pin(need_hash(digest), pinned):
+        raise Failure(f"{digest}: not in the catalog")
+
+
+@main.command()
+@click.argument("digest", metavar="HASH")
+@pass_node
+@guarded
+def pin(node: Node, digest: str) -> None:
+    """Keep a file in the cache whatever happens (it is never evicted)."""
+    _pin(node, digest, True)
+
+
+@main.command()
+@click.argument("digest", metavar="HASH")
+@pass_node
+@guarded
+def unpin(node: Node, digest: str) -> None:
+    """Let a pinned file be evicted again."""
+    _pin(node, digest, False)
+
+
+@main.command()
+@click.argument("target", metavar="NEW_DIR", type=click.Path(file_okay=False, path_type=Path))
+@json_option
+@pass_node
+@guarded
+def relocate(node: Node, target: Path, as_json: bool) -> None:
+    """Move the cache to NEW_DIR: copy, verify, switch, and record it in the configuration."""
+    report = node.manager().relocate(target)
+    written = config.set_cache_path(node.config, report.target) if report.switched else None
+    if as_json:
+        emit_json({"moved": report.moved, "failed": report.failed, "switched": report.switched,
+                   "target": str(report.target), "config": str(written) if written else None})
+    else:
+        for digest, why in report.failed.items():
+            click.echo(f"not moved: {digest}: {why}")
+        click.echo(f"moved {report.moved} file(s) to {report.target}"
+                   + (f"; configuration {written} updated" if written else "; nothing switched"))
+    if report.failed or not report.switched:
+        sys.exit(FAILED)
+
+
+@main.command()
+@click.argument("digest", metavar="HASH")
+@click.option("--hosts", "from_hosts", is_flag=True, help="Also delete it from the hosts that can delete.")
+@pass_node
+@guarded
+def rm(node: Node, digest: str, from_hosts: bool) -> None:
+    """Forget a file: remove it from the cache and the catalog."""
+    report = node.manager().forget(need_hash(digest), from_hosts=from_hosts)
+    if report is None:
+        raise Failure(f"{digest}: not in the catalog")
+    for host in report.deleted:
+        click.echo(f"{host}: deleted")
+    for host, why in report.left.items():
+        click.echo(f"{host}: copy left there ({why})")
+    for host, error in report.failed.items():
+        click.echo(f"{host}: error ({error})")
+    if report.failed:
+        raise Failure(f"{digest}: kept in the catalog, since a host could not delete its copy")
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Also delete a file's last copy.")
+@json_option
+@pass_node
+@guarded
+def expire(node: Node, force: bool, as_json: bool) -> None:
+    """Delete host copies older than their host's keep_days (last copies are kept)."""
+    report = node.manager().expire(force=force)
+    if as_json:
+        emit_json(asdict(report))
+    else:
+        for digest, host in report.expired:
+            click.echo(f"{digest}  {host}: expired")
+        for digest, host in report.last_copies:
+            click.echo(f"{digest}  {host}: kept, its last copy (--force to delete)")
+        for digest, host, error in report.failed:
+            click.echo(f"{digest}  {host}: error ({error})")
+        for host in report.cannot_delete:
+            click.echo(f"{host}: has keep_days but cannot delete")
+    if report.failed:
+        sys.exit(FAILED)

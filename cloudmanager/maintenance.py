@@ -1,0 +1,208 @@
+"""Administrative operations on a node: forget a file, move the cache, expire old
+copies, check the hosts.  Each is exposed as a CloudManager method; they live
+here so that manager.py stays the flow of a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .cache import Cache
+from .errors import HostError
+from .hosts import Deleter, Host
+from .locking import FileLock
+from .streams import HashingWriter, copy_hashing
+
+if TYPE_CHECKING:
+    from .manager import CloudManager
+
+DAY = 86_400
+
+
+@dataclass
+class ForgetReport:
+    """What ``forget`` did with each host's copy, and whether the record went."""
+
+    forgotten: bool = False
+    deleted: list[str] = field(default_factory=list)  # hosts whose copy was deleted
+    left: dict[str, str] = field(default_factory=dict)  # host -> why its copy is still there
+    failed: dict[str, str] = field(default_factory=dict)  # host -> error (the record is kept)
+
+
+def forget(cm: CloudManager, digest: str, *, from_hosts: bool = False) -> ForgetReport | None:
+    """Remove a file from the cache and the catalog; with ``from_hosts``, first
+    delete its copies from the hosts that can delete.  When a deletion fails
+    the record is kept (so the copy is not lost track of) and the failure is
+    reported.  None for an unknown file."""
+    record = cm.catalog.record(digest)
+    if record is None:
+        return None
+    report = ForgetReport()
+    for upload in record.uploads:
+        if upload.url is None:
+            continue
+        host = cm.host(upload.host)
+        if not from_hosts:
+            report.left[upload.host] = "not asked to delete"
+        elif host is None:
+            report.left[upload.host] = "not a host of this node"
+        elif not isinstance(host, Deleter):
+            report.left[upload.host] = "this kind of host cannot delete"
+        else:
+            try:
+                host.delete(upload.url)
+            except HostError as exc:
+                report.failed[upload.host] = exc.reason
+                continue
+            cm.catalog.drop_upload(digest, upload.host)
+            report.deleted.append(upload.host)
+    if report.failed:
+        return report
+    cm.catalog.uncache([digest])
+    cm.cache.remove(digest)
+    report.forgotten = cm.catalog.forget(digest)
+    return report
+
+
+@dataclass
+class RelocateReport:
+    """What moving the cache did."""
+
+    target: Path
+    moved: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # hash -> why it could not be moved
+    switched: bool = False
+
+
+def relocate(cm: CloudManager, target: Path) -> RelocateReport:
+    """Move the cache to ``target``: copy each cached file, verify its SHA-256,
+    switch to the new directory, then remove the old copies.
+
+    A file that cannot be moved is reported and stops counting as cached (a
+    host holds it, so warm_up brings it back); if such a file is held by no
+    host, nothing is switched.  ``target`` must be empty or new, and not inside
+    the current cache (nor contain it).  Other processes using this cache
+    should be stopped first: they would keep writing to the old directory.
+    """
+    target = target.expanduser().resolve()
+    old_root = cm.cache.root.resolve()
+    if target == old_root or old_root in target.parents or target in old_root.parents:
+        raise ValueError(f"{target} overlaps the current cache {old_root}")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"{target} must be a new or empty directory")
+    report = RelocateReport(target)
+    # The copy runs under the cache's exclusive lock, so it writes with a lock of
+    # its own (taking the shared cache lock again there would wait forever).
+    staging_lock = target.parent / f".{target.name}.relocating.lock"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    new = Cache(target, FileLock(staging_lock))
+    with cm.cache.lock.exclusive():
+        counted = cm.catalog.cached_sizes()
+        pending = {e for e in counted if (entry := cm.catalog.entry(e)) is not None and entry.copies == 0}
+        for digest, size in counted.items():
+            problem = _copy_verified(cm.cache.path(digest), new, digest, size)
+            if problem is None:
+                report.moved += 1
+            else:
+                report.failed[digest] = problem
+        staging_lock.unlink(missing_ok=True)
+        if set(report.failed) & pending:
+            shutil.rmtree(target, ignore_errors=True)
+            return report  # a file held by no host could not be moved: nothing switched
+        cm.catalog.uncache(report.failed)
+        cm.cache = Cache(target, cm.cache.lock)
+        report.switched = True
+    shutil.rmtree(old_root, ignore_errors=True)
+    return report
+
+
+def _copy_verified(source: Path, new: Cache, digest: str, size: int) -> str | None:
+    """Copy one cached file into the new cache, verified; the problem, or None."""
+    try:
+        with open(source, "rb") as handle, new.temp() as temp:
+            got, count = copy_hashing(handle, temp.file)
+            if got != digest or count != size:
+                return "its bytes do not match its SHA-256 any more"
+            new.place(temp, digest)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+@dataclass
+class ExpireReport:
+    """What expiring old host copies did."""
+
+    expired: list[tuple[str, str]] = field(default_factory=list)  # (hash, host) deleted
+    last_copies: list[tuple[str, str]] = field(default_factory=list)  # kept: the last copy
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (hash, host, error)
+    cannot_delete: list[str] = field(default_factory=list)  # hosts with keep_days that can't delete
+
+
+def expire(cm: CloudManager, *, force: bool = False, now: float | None = None) -> ExpireReport:
+    """Delete host copies older than their host's ``keep_days``, where the host can.
+
+    A copy that is the file's last one on any host is kept and reported,
+    unless ``force``.
+    """
+    report = ExpireReport()
+    now = time.time() if now is None else now
+    for host in cm.hosts:
+        if host.keep_days is None:
+            continue
+        if not isinstance(host, Deleter):
+            report.cannot_delete.append(host.name)
+            continue
+        cutoff = int(now - host.keep_days * DAY)
+        for digest, locator, copies in cm.catalog.copies_older_than(host.name, cutoff):
+            if copies <= 1 and not force:
+                report.last_copies.append((digest, host.name))
+                continue
+            try:
+                host.delete(locator)
+            except HostError as exc:
+                report.failed.append((digest, host.name, exc.reason))
+                continue
+            cm.catalog.drop_upload(digest, host.name)
+            report.expired.append((digest, host.name))
+    return report
+
+
+def check_hosts(cm: CloudManager) -> dict[str, str | None]:
+    """A small round trip to each host (upload, download, compare, delete where it
+    can): per host name, None when all went well, else what went wrong."""
+    payload = b"cloudmanager host check " + secrets.token_bytes(32)
+    results: dict[str, str | None] = {}
+    with tempfile.TemporaryDirectory(prefix="cm-check-") as folder:
+        probe = Path(folder) / "cloudmanager-check.bin"
+        probe.write_bytes(payload)
+        digest = hashlib.sha256(payload).hexdigest()
+        for host in cm.hosts:
+            results[host.name] = _round_trip(host, probe, digest, payload, Path(folder))
+    return results
+
+
+def _round_trip(host: Host, probe: Path, digest: str, payload: bytes, folder: Path) -> str | None:
+    try:
+        locator = host.upload(probe, probe.name, digest)
+        with open(folder / f"back-{host.name}", "wb") as out:
+            writer = HashingWriter(out)
+            host.download(locator, writer)
+        if writer.hexdigest() != digest:
+            return "returned other bytes than were sent"
+        if isinstance(host, Deleter):
+            host.delete(locator)
+    except HostError as exc:
+        return exc.reason
+    except Exception as exc:  # a host bug is reported like a failure
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        (folder / f"back-{host.name}").unlink(missing_ok=True)
+    return None
