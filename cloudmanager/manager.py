@@ -436,11 +436,12 @@ class CloudManager:
         parsed = payload.parse(text)
         result = self.catalog.merge(parsed.records, skip_clashes=True)
         rejected = list(parsed.rejected)
-        for digest in result.clashes:
-            position = parsed.position_of(digest)
-            record = parsed.records[parsed.positions.index(position)]
-            rejected.append(payload.Rejected(position, "filesize", "disagrees with the catalog",
-                                             payload.to_dict(record)))
+        clashes = set(result.clashes)
+        for position, record in zip(parsed.positions, parsed.records, strict=True):
+            if record.hash in clashes:
+                clashes.discard(record.hash)  # the first record of that file stands for it
+                rejected.append(payload.Rejected(position, "filesize", "disagrees with the catalog",
+                                                 payload.to_dict(record)))
         rejected.sort(key=lambda r: r.index)
         return LoadReport(result.added, result.changed, rejected)
 

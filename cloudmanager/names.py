@@ -35,6 +35,14 @@ def check_sha256(value: object) -> str:
     return value  # type: ignore[return-value]
 
 
+def _is_plain(name: str) -> bool:
+    """True for a short printable ASCII name with no separator, no dot or space at its ends."""
+    return (0 < len(name) <= MAX_NAME_BYTES and name.isascii() and name.isprintable()
+            and "/" not in name and "\\" not in name
+            and name[0] not in " ." and name[-1] not in " ."
+            and name.split(".")[0].upper() not in _WINDOWS_RESERVED)
+
+
 def clean_name(name: str) -> str:
     """Reduce ``name`` to a bare file name that is safe on any file system.
 
@@ -45,6 +53,8 @@ def clean_name(name: str) -> str:
     """
     if not isinstance(name, str):
         raise ValueError("a file name must be a string")
+    if _is_plain(name):
+        return name  # the common case: nothing to clean
     base = re.split(r"[/\\]", name)[-1]
     base = "".join(ch for ch in base if unicodedata.category(ch) not in _UNPRINTABLE
                    and unicodedata.category(ch)[0] != "C")

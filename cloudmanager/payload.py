@@ -18,8 +18,11 @@ versions can add fields without breaking older readers.
 
 from __future__ import annotations
 
+import gc
 import json
+import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,7 @@ ACCEPTED_VERSIONS = frozenset({"0.1", "0.2"})
 #: What an error entry from another node is recorded as when it gives no text.
 PEER_ERROR = "error reported by another node"
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_HOST_NAME = 128
 _MAX_URL = 4096
 _MAX_ERROR = 1024
@@ -77,7 +81,7 @@ def _text(value: object, key: str, limit: int) -> str:
         raise _Bad(key, "must be a non-empty string")
     if len(value) > limit:
         raise _Bad(key, f"longer than {limit} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         raise _Bad(key, "contains control characters")
     return value
 
@@ -152,13 +156,32 @@ def parse(text: str | bytes) -> Parsed:
     list of objects).  Two records for one hash must agree on its size.
     """
     try:
-        document = json.loads(text)
+        with _collector_paused():
+            document = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidDump(f"not JSON: {exc}") from None
     if isinstance(document, dict):
         document = [document]
     if not isinstance(document, list):
         raise InvalidDump("a dump must be a JSON list of records")
+    with _collector_paused():
+        return _validate(document)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: validation makes many objects and no
+    cycles, and the collector's passes over them cost a third of the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _validate(document: list[Any]) -> Parsed:
     parsed = Parsed([], [], [])
     sizes: dict[str, int] = {}
     for index, raw in enumerate(document):

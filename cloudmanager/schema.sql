@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS state (
     cached_bytes INTEGER NOT NULL DEFAULT 0,
     cached_files INTEGER NOT NULL DEFAULT 0,
     clock        INTEGER NOT NULL DEFAULT 0, -- LRU clock: exact order within a tick
-    seq          INTEGER NOT NULL DEFAULT 0  -- last change sequence number
+    seq          INTEGER NOT NULL DEFAULT 0, -- last change sequence number
+    bulk         INTEGER NOT NULL DEFAULT 0  -- 1 inside a bulk merge: it keeps copies and seq itself
 );
 INSERT OR IGNORE INTO state (id) VALUES (0);
 
@@ -87,8 +88,10 @@ BEGIN
                      cached_files = cached_files - 1;
 END;
 
--- A new record gets the next change sequence number.
+-- A new record gets the next change sequence number.  (These triggers stand aside
+-- during a bulk merge, which sets copies and seq for all its rows at once.)
 CREATE TRIGGER IF NOT EXISTS files_seq_insert AFTER INSERT ON files
+WHEN (SELECT bulk FROM state WHERE id = 0) = 0
 BEGIN
     UPDATE state SET seq = seq + 1;
     UPDATE files SET seq = (SELECT seq FROM state) WHERE hash = NEW.hash;
@@ -96,6 +99,7 @@ END;
 
 -- Host copies: the count of URLs per file, and a new change sequence number.
 CREATE TRIGGER IF NOT EXISTS uploads_insert AFTER INSERT ON uploads
+WHEN (SELECT bulk FROM state WHERE id = 0) = 0
 BEGIN
     UPDATE state SET seq = seq + 1;
     UPDATE files SET copies = copies + (NEW.url IS NOT NULL),
@@ -104,6 +108,7 @@ BEGIN
 END;
 
 CREATE TRIGGER IF NOT EXISTS uploads_update AFTER UPDATE OF url, error ON uploads
+WHEN (SELECT bulk FROM state WHERE id = 0) = 0
 BEGIN
     UPDATE state SET seq = seq + 1;
     UPDATE files SET copies = copies + (NEW.url IS NOT NULL) - (OLD.url IS NOT NULL),
@@ -112,6 +117,7 @@ BEGIN
 END;
 
 CREATE TRIGGER IF NOT EXISTS uploads_delete AFTER DELETE ON uploads
+WHEN (SELECT bulk FROM state WHERE id = 0) = 0
 BEGIN
     UPDATE state SET seq = seq + 1;
     UPDATE files SET copies = copies - (OLD.url IS NOT NULL),

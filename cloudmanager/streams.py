@@ -14,7 +14,7 @@ BUFFER_SIZE = 4 * 1024 * 1024
 class Sink(Protocol):
     """Where a host writes a download: anything with a binary ``write``."""
 
-    def write(self, data: bytes, /) -> object:
+    def write(self, data: bytes | bytearray | memoryview, /) -> object:
         """Write ``data``."""
 
 
@@ -56,7 +56,7 @@ class HashingWriter:
         self._digest = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
         """Write ``data`` to the target and add it to the hash."""
         self._digest.update(data)
         self._target.write(data)
@@ -66,3 +66,14 @@ class HashingWriter:
     def hexdigest(self) -> str:
         """The SHA-256 of everything written so far."""
         return self._digest.hexdigest()
+
+
+def copy_stream(source: BinaryIO, target: Sink) -> int:
+    """Copy ``source`` to its end into ``target`` with one reused buffer; returns the bytes."""
+    buffer = bytearray(BUFFER_SIZE)
+    view = memoryview(buffer)
+    total = 0
+    while count := source.readinto(view):  # type: ignore[attr-defined]
+        target.write(view[:count])
+        total += count
+    return total

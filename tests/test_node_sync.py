@@ -174,3 +174,20 @@ def test_sync_fetches_what_is_not_cached(node: Factory, write: Callable[..., Pat
     second.fail_uploads = False
     assert cm.sync()[digest][0].ok
     assert second.inner.objects[digest] == b"travels"
+
+
+def test_a_merge_keeps_copies_and_the_change_sequence_exact(node: Factory) -> None:
+    cm = node()
+    cm.data_load(json.dumps([record(), record(filehash=H2, uploads=[{"host_name": "x", "error": True}])]))
+    db = cm.catalog._db
+    seqs = dict(db.execute("SELECT hash, seq FROM files"))
+    assert sorted(seqs.values()) == [1, 2]
+    cm.data_load(json.dumps([record(filehash=H2, uploads=[{"host_name": "x", "url": "http://x.invalid/2"}])]))
+    assert db.execute("SELECT seq FROM files WHERE hash = ?", (H2,)).fetchone()[0] == 3
+    assert db.execute("SELECT seq, bulk FROM state").fetchone() == (3, 0)
+    wrong = db.execute("""SELECT hash FROM files f WHERE copies <>
+                          (SELECT count(url) FROM uploads u WHERE u.hash = f.hash)""").fetchall()
+    assert wrong == []
+    assert dict(db.execute("SELECT hash, copies FROM files")) == {H1: 2, H2: 1}
+    cm.catalog.record_fetch("x", "gone", digest=H2, lost=True)  # a per-row change after the merge
+    assert db.execute("SELECT copies, seq FROM files WHERE hash = ?", (H2,)).fetchone() == (0, 4)

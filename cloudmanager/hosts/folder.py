@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..errors import HostError, ObjectMissing
-from ..streams import BUFFER_SIZE, Sink
+from ..streams import Sink, copy_stream
 from .base import Checker, Deleter, Host
 from .registry import HostSpec
 
@@ -79,7 +79,7 @@ class FolderHost(Host, Deleter, Checker):
         path = self._path(locator)
         try:
             with open(path, "rb") as handle:
-                shutil.copyfileobj(handle, out, BUFFER_SIZE)
+                copy_stream(handle, out)
         except FileNotFoundError:
             raise ObjectMissing(self.name, f"no such object: {path.name}") from None
         except OSError as exc:

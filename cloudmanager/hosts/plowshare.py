@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HostError
-from ..streams import BUFFER_SIZE, Sink
+from ..streams import Sink, copy_stream
 from .base import Host
 from .registry import HostSpec
 
@@ -81,7 +81,7 @@ class PlowshareHost(Host):
             if "error" in result:
                 raise HostError(self.name, f"plowdown failed: {result['error']}")
             with open(result["filename"], "rb") as handle:
-                shutil.copyfileobj(handle, out, BUFFER_SIZE)
+                copy_stream(handle, out)
 
 
 def from_spec(spec: HostSpec) -> Host:
