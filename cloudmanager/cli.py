@@ -191,13 +191,13 @@ def upload(node: Node, files: tuple[Path, ...], as_json: bool) -> None:
     results, status = [], OK
     big = sum(sizes.values()) > 64 * 2**20 or len(files) > 20
     with progress_bar(sum(sizes.values()), big and not as_json) as advance:
-        for path in files:
-            digest = cm.upload(path, progress=advance)
-            record = cm.info(digest) if digest else None
-            results.append({"file": str(path), "hash": digest or None,
-                            "uploads": record["uploads"] if record else []})
-            if not digest:
-                status = FAILED
+        digests = cm.upload_many(files, progress=advance)
+    for path, digest in zip(files, digests, strict=True):
+        record = cm.info(digest) if digest else None
+        results.append({"file": str(path), "hash": digest or None,
+                        "uploads": record["uploads"] if record else []})
+        if not digest:
+            status = FAILED
     if as_json:
         emit_json(results)
     else:

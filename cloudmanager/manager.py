@@ -192,6 +192,23 @@ class CloudManager:
             self._send(record, source, self.active_hosts)
         return digest
 
+    def upload_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int = 8,
+                    progress: Callable[[int], object] | None = None) -> list[str | Literal[False]]:
+        """:meth:`upload` each of ``paths``, ``workers`` at a time; results in order.
+
+        Many small files go much faster this way: their disk syncs and network
+        round trips overlap.  The first bad path (missing, a directory) raises
+        as :meth:`upload` does, before anything is uploaded.
+        """
+        sources = [Path(p) for p in paths]
+        for source in sources:
+            if stat.S_ISDIR(os.stat(source).st_mode):
+                raise IsADirectoryError(21, "Is a directory", str(source))
+        if workers <= 1 or len(sources) <= 1:
+            return [self.upload(source, progress) for source in sources]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudmanager-upload") as pool:
+            return list(pool.map(lambda source: self.upload(source, progress), sources))
+
     @staticmethod
     def _new_record(source: Path, digest: str, size: int) -> FileRecord:
         try:

@@ -156,3 +156,14 @@ def test_bad_host_urls_are_refused(tmp_path: Path, hosts: list[str], message: st
     with pytest.raises(ValueError, match=message):
         CloudManager(tmp_path / "c.sqlite3", tmp_path / "cache", 100, hosts=hosts)
     assert not (tmp_path / "c.sqlite3").exists()
+
+
+def test_upload_many_keeps_order_and_refuses_bad_paths_first(
+        node: Factory, write: Callable[..., Path], tmp_path: Path) -> None:
+    cm = node(capacity=10_000)
+    paths = [write(f"f{i}", bytes([i]) * (i + 1)) for i in range(30)]
+    assert cm.upload_many(paths) == [sha(bytes([i]) * (i + 1)) for i in range(30)]
+    assert cm.catalog.count() == 30 and cm.catalog.usage()[0] == sum(range(1, 31))
+    with pytest.raises(FileNotFoundError):
+        cm.upload_many([write("new", b"new"), tmp_path / "missing"])
+    assert not cm.exists(sha(b"new"))
