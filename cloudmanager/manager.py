@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +100,7 @@ class CloudManager:
         lock = FileLock(Path(f"{os.fspath(database_path)}.lock"))
         self.cache = Cache(Path(storage_path), lock)
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_guard = threading.Lock()
         self.last_repair = self.repair()
 
     # -- life cycle -------------------------------------------------------------------
@@ -254,10 +256,11 @@ class CloudManager:
         return list(self._executor().map(one, hosts))
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self.hosts)),
-                                            thread_name_prefix="cloudmanager-host")
-        return self._pool
+        with self._pool_guard:  # upload_many's threads may ask at the same moment
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self.hosts)),
+                                                thread_name_prefix="cloudmanager-host")
+            return self._pool
 
     # -- cache placement and eviction -------------------------------------------------
 

@@ -10,6 +10,7 @@ and what the first and last failures were, so the catalog records it.
 
 from __future__ import annotations
 
+import email.utils
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -75,3 +76,17 @@ class RetryPolicy:
                 first = first or message
                 time.sleep(self.delay(attempt + 1, asked))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds asked for by a Retry-After header (delta-seconds or HTTP date); 0 if none."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,404 @@
+"""``webdav://host:port/path`` (HTTP) and ``webdavs://...`` (HTTPS): a WebDAV collection.
+
+Built on webdav4's :class:`~webdav4.client.Client`, whose httpx client (with
+the WebDAV verbs) sends every request and whose multistatus parser reads
+PROPFIND answers.  Objects are stored by content as ``PATH/ab/cd/<sha256>``,
+like the folder host.  The collections are created as needed (MKCOL, from the
+deepest missing one upwards, never above ``PATH``'s first missing ancestor)
+and remembered, so later uploads into them cost no extra request.  An upload
+first asks for the object's size (PROPFIND) and sends nothing when an object
+of the same size is already there; otherwise the file is streamed (PUT, with
+its Content-Length, read in chunks of :data:`CHUNK` bytes).  A download is
+streamed to ``out`` chunk by chunk; when the connection breaks in the middle,
+the retry resumes where it stopped (a ``Range`` request) instead of writing
+the first bytes twice.
+
+The locator is the object's URL without any secret,
+``webdav://host:port/PATH/ab/cd/<sha256>``; only its last three parts are
+used when fetching (always from this host's own server and ``PATH``), so
+another node that reaches the same server by another name still finds the
+object, and a locator that points anywhere else is refused.
+
+Credentials, first found wins: the configuration's ``token`` (the password),
+the environment variable named by the ``password_env`` option, a password in
+the URL (accepted, never shown again: not by :meth:`WebdavHost.url`, nor in
+locators or error messages).  The user comes from the URL
+(``webdavs://alice@dav.example.org/files``); both are sent with HTTP Basic
+authentication, so use ``webdavs://`` beyond a trusted network.
+
+Options (URL query or the host's ``config`` table):
+
+``timeout``
+    Seconds (default 30) to connect, and between two reads or writes of a
+    request, so a server that stops answering fails within it (per attempt).
+``retries``, ``retry_delay``
+    Transient failures (refused or dropped connections, timeouts, HTTP 5xx,
+    429 and 503 throttling, whose ``Retry-After`` is honoured) are retried
+    (see :class:`~.retry.RetryPolicy`); a wrong password (401, 403) is not.
+``verify``
+    TLS server certificate check for ``webdavs://``: ``true`` (default, the
+    system's CAs), ``false`` (no check), or the path of a CA bundle file or
+    folder.
+``password_env``
+    The environment variable holding the password.
+
+The default ``name`` is ``webdav:HOST[:PORT]/PATH`` (the port only when it is
+not the scheme's default), the same for ``webdav://`` and ``webdavs://`` and
+on every node that uses that collection.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+from webdav4.client import Client  # type: ignore[import-untyped]
+from webdav4.multistatus import parse_multistatus_response  # type: ignore[import-untyped]
+
+from ..errors import HostError, ObjectMissing
+from ..streams import Sink
+from .base import Checker, Deleter, Host
+from .registry import HostSpec
+from .retry import RetryPolicy, retry_after
+
+T = TypeVar("T")
+
+#: Default seconds to connect and between two reads or writes.
+DEFAULT_TIMEOUT = 30.0
+#: Bytes read from the file, or from the network, at a time.
+CHUNK = 1024 * 1024
+#: Options this kind understands.
+OPTIONS = frozenset({"timeout", "retries", "retry_delay", "verify", "password_env"})
+
+_SCHEMES = {"webdav": ("http", 80), "webdavs": ("https", 443),
+            "http": ("http", 80), "https": ("https", 443)}
+_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+#: Answers worth another try: throttling and a server or gateway in trouble.
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 509})
+_PROPFIND = ('<?xml version="1.0" encoding="utf-8"?>'
+             '<propfind xmlns="DAV:"><prop><getcontentlength/><resourcetype/></prop></propfind>')
+
+
+class _Status(Exception):
+    """The server answered with a status the operation did not expect."""
+
+    def __init__(self, response: httpx.Response, method: str):
+        super().__init__(f"{method}: HTTP {response.status_code}")
+        self.status = response.status_code
+        self.method = method
+        self.reason = response.reason_phrase
+        self.retry_after = retry_after(response.headers.get("Retry-After"))
+
+
+
+
+def _verify(value: Any) -> bool | ssl.SSLContext:
+    """The ``verify`` option: a boolean, or a CA bundle file or folder."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    if os.path.isdir(text):
+        return ssl.create_default_context(capath=text)
+    if os.path.isfile(text):
+        return ssl.create_default_context(cafile=text)
+    raise ValueError(f"verify must be true, false or a CA bundle file or folder (no such path: {text!r})")
+
+
+def _netloc(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port is not None else shown
+
+
+class WebdavHost(Host, Deleter, Checker):
+    """A collection on a WebDAV server (Nextcloud, Apache mod_dav, rclone serve...)."""
+
+    scheme = "webdav"
+
+    def __init__(self, url: str, *, user: str | None = None, password: str | None = None,
+                 name: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 retry: RetryPolicy | None = None, verify: bool | str | ssl.SSLContext = True):
+        """``url`` is ``webdav[s]://[user[:password]@]host[:port]/path`` (``http[s]://`` too);
+        ``user`` and ``password`` given here win over the URL's."""
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES:
+            raise ValueError(f"a WebDAV host URL starts with webdav:// or webdavs://, not {parts.scheme}://")
+        if not parts.hostname:
+            raise ValueError("a WebDAV host is written webdav://host:port/path")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the port of a WebDAV host must be a number from 1 to 65535") from None
+        if not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        http_scheme, default_port = _SCHEMES[parts.scheme]
+        self.tls = http_scheme == "https"
+        #: ``webdavs`` for HTTPS, else ``webdav``: the scheme of url() and of locators.
+        self.url_scheme = "webdavs" if self.tls else "webdav"
+        self.hostname = parts.hostname
+        self.port = None if port == default_port else port
+        self.root = posixpath.normpath("/" + unquote(parts.path)).rstrip("/")
+        if self.root.startswith("//"):
+            self.root = self.root[1:]
+        self.user = user if user is not None else (unquote(parts.username) if parts.username else None)
+        if password is None and parts.password is not None:
+            password = unquote(parts.password)
+        self._password = password
+        self.timeout = float(timeout)
+        self.retry = retry or RetryPolicy()
+        super().__init__(name or f"webdav:{_netloc(self.hostname, self.port)}{self.root}")
+        self._origin = f"{http_scheme}://{_netloc(self.hostname, port)}"
+        auth = None
+        if self.user is not None or password is not None:
+            auth = httpx.BasicAuth(self.user or "", password or "")
+        if isinstance(verify, str):
+            verify = _verify(verify)
+        self._client = Client(self._origin, auth=auth, retry=False, chunk_size=CHUNK,
+                              timeout=httpx.Timeout(self.timeout), verify=verify)
+        self._http: httpx.Client = self._client.http
+        self._made: set[str] = set()  # collections known to exist
+        self._guard = threading.Lock()
+
+    # -- naming -----------------------------------------------------------------------
+
+    def url(self) -> str:
+        """``webdav[s]://[user@]host[:port]/path``: never the password."""
+        user = f"{quote(self.user, safe='')}@" if self.user else ""
+        return f"{self.url_scheme}://{user}{_netloc(self.hostname, self.port)}{quote(self.root) or '/'}"
+
+    def _key(self, digest: str) -> str:
+        return f"{self.root}/{digest[:2]}/{digest[2:4]}/{digest}"
+
+    def _locator(self, digest: str) -> str:
+        return f"{self.url_scheme}://{_netloc(self.hostname, self.port)}{quote(self._key(digest))}"
+
+    def _address(self, path: str) -> str:
+        return self._origin + quote(path)
+
+    def _digest_of(self, locator: str) -> str:
+        """The hash a locator names; anything but a webdav(s) URL ending in ab/cd/<hash> is refused."""
+        parts = urlsplit(locator) if isinstance(locator, str) else None
+        match = None
+        if parts is not None and parts.scheme in ("webdav", "webdavs") and not parts.query:
+            match = _KEY.search(unquote(parts.path))
+        if match is None:
+            raise ObjectMissing(self.name, f"not a locator of this WebDAV host: {str(locator)[:200]!r}")
+        return match.group(3)
+
+    # -- errors -----------------------------------------------------------------------
+
+    def _transient(self, exc: BaseException) -> float | None:
+        """Retry classifier: None for a permanent failure, else the delay asked for."""
+        if isinstance(exc, _Status):
+            return exc.retry_after if exc.status in _TRANSIENT_STATUS else None
+        if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
+            return None  # a certificate that does not verify will not verify next time
+        if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError,
+                            httpx.ProxyError)):
+            return 0.0
+        return None
+
+    def _describe(self, exc: BaseException) -> str:
+        """A message for an error, without the password."""
+        if isinstance(exc, _Status):
+            if exc.status in (401, 403):
+                message = f"authentication failed (HTTP {exc.status} {exc.reason} to {exc.method})"
+            else:
+                message = f"HTTP {exc.status} {exc.reason} (to {exc.method})"
+        elif isinstance(exc, httpx.TimeoutException):
+            message = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
+        elif isinstance(exc, httpx.ConnectError):
+            message = f"cannot connect to {_netloc(self.hostname, self.port)}: {exc}"
+        elif isinstance(exc, httpx.HTTPError):
+            message = f"{type(exc).__name__}: {exc}"
+        elif isinstance(exc, OSError):
+            message = f"local file error: {exc.strerror or exc}"
+        elif isinstance(exc, ValueError):
+            message = f"not a WebDAV answer: {exc}"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        if self._password:
+            for secret in {self._password, quote(self._password, safe="")}:
+                message = message.replace(secret, "***")
+        return message
+
+    def _call(self, what: str, operation: Callable[[], T]) -> T:
+        return self.retry.call(self.name, what, operation, self._transient, self._describe)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, ok: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, self._address(path), **kwargs)
+        if response.status_code not in ok:
+            raise _Status(response, method)
+        return response
+
+    def _size(self, path: str) -> int | None:
+        """The size of the object at ``path``: None when there is none (or a collection)."""
+        response = self._request("PROPFIND", path, (207, 404), content=_PROPFIND.encode(),
+                                 headers={"Depth": "0", "Content-Type": "application/xml; charset=utf-8"})
+        if response.status_code == 404:
+            return None
+        found = list(parse_multistatus_response(response).responses.values())
+        if len(found) != 1:
+            raise ValueError(f"PROPFIND gave {len(found)} answers for one object")
+        properties = found[0].properties
+        if properties.collection:
+            return None
+        size = properties.content_length
+        return int(size) if size is not None else None
+
+    def _make_collections(self, folder: str) -> None:
+        """Create ``folder`` and its missing parents (deepest first, then upwards)."""
+        with self._guard:
+            if folder in self._made or folder in ("", "/"):
+                return
+        # 201 made, 405 already there (RFC 4918), 409 parent missing.
+        status = self._request("MKCOL", folder + "/", (200, 201, 405, 409)).status_code
+        if status == 409:
+            parent = posixpath.dirname(folder)
+            if parent in ("", "/"):
+                raise HostError(self.name, f"cannot create the collection {folder}: HTTP 409 Conflict")
+            self._make_collections(parent)
+            self._request("MKCOL", folder + "/", (200, 201, 405))
+        with self._guard:
+            self._made.add(folder)
+
+    def _forget(self, folder: str) -> None:
+        with self._guard:
+            self._made.difference_update({folder, posixpath.dirname(folder),
+                                          posixpath.dirname(posixpath.dirname(folder))})
+
+    def _put(self, source: Path, path: str, size: int) -> int:
+        """PUT the file, read in chunks as it is sent; returns the status (404/409: no parent)."""
+        try:
+            with open(source, "rb") as handle:
+                response = self._http.request(
+                    "PUT", self._address(path), content=iter(lambda: handle.read(CHUNK), b""),
+                    headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+        except OSError as exc:
+            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+        if response.status_code not in (200, 201, 204, 404, 409):
+            raise _Status(response, "PUT")
+        return response.status_code
+
+    # -- the contract -----------------------------------------------------------------
+
+    def upload(self, source: Path, name: str, digest: str) -> str:
+        """Send the file (streamed), unless an object of the same size is there already."""
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        path = self._key(digest)
+        folder = posixpath.dirname(path)
+        try:
+            size = source.stat().st_size
+        except OSError as exc:
+            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+
+        def attempt() -> None:
+            if self._size(path) == size:
+                return
+            try:
+                self._make_collections(folder)
+                status = self._put(source, path, size)
+                if status in (404, 409):  # a collection vanished since we made it
+                    self._forget(folder)
+                    self._make_collections(folder)
+                    status = self._put(source, path, size)
+                    if status in (404, 409):
+                        raise HostError(self.name, f"cannot store {digest}: HTTP {status} to PUT "
+                                                   "(a parent collection is missing)")
+            except BaseException:
+                self._forget(folder)  # check them again next time
+                raise
+
+        self._call("upload", attempt)
+        return self._locator(digest)
+
+    def download(self, locator: str, out: Sink) -> None:
+        """Stream the object to ``out``; a broken transfer resumes where it stopped."""
+        digest = self._digest_of(locator)
+        address = self._address(self._key(digest))
+        written = 0
+
+        def attempt() -> None:
+            nonlocal written
+            headers = {"Accept-Encoding": "identity"}
+            if written:
+                headers["Range"] = f"bytes={written}-"
+            with self._http.stream("GET", address, headers=headers, follow_redirects=True) as response:
+                if response.status_code == 404:
+                    raise ObjectMissing(self.name, f"no such object: {digest}")
+                if written and response.status_code != 206:
+                    raise HostError(self.name, f"download of {digest} broke off after {written} bytes and "
+                                               f"the server cannot resume it (HTTP {response.status_code})")
+                if response.status_code not in (200, 206):
+                    raise _Status(response, "GET")
+                if written and not response.headers.get("Content-Range", "").startswith(f"bytes {written}-"):
+                    raise HostError(self.name, f"download of {digest} broke off after {written} bytes "
+                                               "and the server resumed it at another place")
+                for block in response.iter_bytes(CHUNK):
+                    out.write(block)
+                    written += len(block)
+
+        self._call("download", attempt)
+
+    def delete(self, locator: str) -> None:
+        """Remove the object (nothing happens when it is gone already)."""
+        path = self._key(self._digest_of(locator))
+        self._call("delete", lambda: self._request("DELETE", path, (200, 202, 204, 404)).status_code)
+
+    def check(self, locator: str) -> int | None:
+        """The object's size, from a PROPFIND (nothing is downloaded)."""
+        digest = self._digest_of(locator)
+        size = self._call("check", lambda: self._size(self._key(digest)))
+        if size is None:
+            raise ObjectMissing(self.name, f"no such object: {digest}")
+        return size
+
+    def close(self) -> None:
+        """Close the connections to the server."""
+        self._http.close()
+
+
+def _option(options: Mapping[str, Any], key: str, kind: type[float] | type[int], default: float) -> float:
+    value = options.get(key, default)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"the WebDAV option {key} must be a number, not {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"the WebDAV option {key} must be positive")
+    return float(number)
+
+
+def from_spec(spec: HostSpec) -> Host:
+    """``webdav://[user@]host[:port]/path`` (HTTP) or ``webdavs://...`` (HTTPS)."""
+    options = dict(spec.options)
+    unknown = sorted(set(options) - OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown WebDAV option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    password = spec.token
+    env_name = options.get("password_env")
+    if password is None and env_name:
+        password = os.environ.get(str(env_name))
+        if password is None:
+            raise ValueError(f"the environment variable {env_name} (password_env) is not set")
+    parts = spec.parts
+    # The URL goes on without its query (options are read here) and keeps any password in it.
+    url = parts._replace(query="", fragment="").geturl()
+    return WebdavHost(url, password=password, name=spec.name,
+                      timeout=_option(options, "timeout", float, DEFAULT_TIMEOUT),
+                      retry=RetryPolicy.from_options(options), verify=_verify(options.get("verify", True)))
