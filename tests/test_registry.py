@@ -48,5 +48,5 @@ def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unknown_kinds_list_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown host kind 'gopher': known kinds are .*file"):
+    with pytest.raises(ValueError, match=r"unknown host kind 'gopher': known kinds are .*file"):
         make_host("gopher://example/x")

@@ -29,11 +29,11 @@ from .base import Host
 class HostSpec:
     """Everything a kind needs to build a host: its URL, name, options and secret."""
 
-    url: str
-    parts: SplitResult
+    url: str = field(repr=False)  # may hold a password: never shown
+    parts: SplitResult = field(repr=False)
     name: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    token: str | None = None  # a password or key from the configuration, never logged
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    token: str | None = field(default=None, repr=False)  # a password or key, never shown
 
     @property
     def path(self) -> str:
