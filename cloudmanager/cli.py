@@ -35,15 +35,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Failure(click.ClickException):
-    """An error shown as one line on stderr, with its exit status."""
+    """The operation failed: one line on stderr, exit status 1."""
 
-    def __init__(self, message: str, code: int = FAILED):
-        super().__init__(message)
-        self.exit_code = code
+    exit_code = FAILED
 
     def show(self, file: Any = None) -> None:
         """Print ``cm: message`` on stderr."""
         click.echo(f"cm: {self.message}", err=True)
+
+
+class BadInput(Failure):
+    """Bad usage or bad input (a malformed hash, a missing file...): exit status 2."""
+
+    exit_code = BAD_INPUT
 
 
 class Node:
@@ -83,9 +87,9 @@ def guarded(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (InvalidDump, config.ConfigError) as exc:
-            raise Failure(str(exc), BAD_INPUT) from None
+            raise BadInput(str(exc)) from None
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            raise Failure(f"{exc.filename}: {exc.strerror}", BAD_INPUT) from None
+            raise BadInput(f"{exc.filename}: {exc.strerror}") from None
         except (CloudManagerError, ValueError, OSError) as exc:
             raise Failure(str(exc)) from None
 
@@ -95,7 +99,7 @@ def guarded(command: F) -> F:
 def need_hash(value: str) -> str:
     """The hash argument, or exit 2 with a clear line."""
     if not is_sha256(value):
-        raise Failure(f"not a SHA-256 (64 lowercase hex digits): {value[:80]!r}", BAD_INPUT)
+        raise BadInput(f"not a SHA-256 (64 lowercase hex digits): {value[:80]!r}")
     return value
 
 
@@ -184,9 +188,9 @@ def upload(node: Node, files: tuple[Path, ...], as_json: bool) -> None:
     sizes = {}
     for path in files:
         if not path.exists():
-            raise Failure(f"{path}: no such file", BAD_INPUT)
+            raise BadInput(f"{path}: no such file")
         if path.is_dir():
-            raise Failure(f"{path}: is a directory", BAD_INPUT)
+            raise BadInput(f"{path}: is a directory")
         sizes[path] = path.stat().st_size
     results, status = [], OK
     big = sum(sizes.values()) > 64 * 2**20 or len(files) > 20
@@ -232,7 +236,7 @@ def get(node: Node, digest: str, output: Path | None, force: bool) -> None:
     if target.is_dir():
         target = target / record["filename"]
     if target.exists() and not force:
-        raise Failure(f"{target}: exists (use --force to overwrite)", BAD_INPUT)
+        raise BadInput(f"{target}: exists (use --force to overwrite)")
     source = cm.open(digest)
     assert source is not None
     partial = target.with_name(f".{target.name}.cm-partial")
@@ -424,7 +428,7 @@ def hosts_check(node: Node, as_json: bool) -> None:
 def evict(node: Node, digests: tuple[str, ...], everything: bool) -> None:
     """Remove files from the cache (only files some host holds; never pinned ones)."""
     if everything == bool(digests):
-        raise Failure("give HASH... or --all", BAD_INPUT)
+        raise BadInput("give HASH... or --all")
     evicted = node.manager().evict(None if everything else [need_hash(d) for d in digests])
     click.echo(f"evicted {len(evicted)} file(s)")
 
