@@ -65,6 +65,8 @@ class _Bad(Exception):
 
 def _integer(record: dict[str, Any], key: str) -> int:
     value = record.get(key)
+    if type(value) is str and value.isdigit() and value.isascii() and len(value) <= 19:
+        return int(value)  # the common case, as the original format writes numbers
     if isinstance(value, bool):
         raise _Bad(key, "must be an integer, not a boolean")
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
