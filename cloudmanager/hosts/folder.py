@@ -22,7 +22,7 @@ from ..streams import Sink, copy_stream
 from .base import Checker, Deleter, Host
 from .registry import HostSpec
 
-_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
+_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})\Z")
 
 
 class FolderHost(Host, Deleter, Checker):
