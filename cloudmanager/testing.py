@@ -26,6 +26,7 @@ import os
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,21 +44,31 @@ MEMORY_BOUND = 16 * 1024 * 1024
 FAIL_WITHIN_S = 60.0
 
 
-def _sha(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data``, as hosts are given it."""
     return hashlib.sha256(data).hexdigest()
 
 
-def _put(host: Host, folder: Path, name: str, data: bytes) -> tuple[str, str]:
+def put_bytes(host: Host, folder: Path, data: bytes, name: str = "f.bin") -> tuple[str, str]:
+    """Write ``data`` to ``folder/name`` and upload it: (its SHA-256, the locator)."""
     path = folder / name
     path.write_bytes(data)
-    digest = _sha(data)
+    digest = sha256_hex(data)
     return digest, host.upload(path, name, digest)
 
 
-def _get(host: Host, locator: str) -> bytes:
+def get_bytes(host: Host, locator: str) -> bytes:
+    """Download ``locator`` into memory (for small test objects)."""
     out = io.BytesIO()
     host.download(locator, out)
     return out.getvalue()
+
+
+def host_error(action: Callable[[], object]) -> HostError:
+    """Run ``action``, which must raise HostError; return that error."""
+    with pytest.raises(HostError) as caught:
+        action()
+    return caught.value
 
 
 class HostConformance:
@@ -69,25 +80,25 @@ class HostConformance:
 
     def test_round_trip_returns_the_exact_bytes(self, host: Host, tmp_path: Path) -> None:
         data = os.urandom(100_000) + b"\x00\r\n" * 10
-        _, locator = _put(host, tmp_path, "data.bin", data)
+        _, locator = put_bytes(host, tmp_path, data, "data.bin")
         assert isinstance(locator, str) and locator
-        assert _get(host, locator) == data
+        assert get_bytes(host, locator) == data
 
     def test_empty_file(self, host: Host, tmp_path: Path) -> None:
-        _, locator = _put(host, tmp_path, "empty", b"")
-        assert _get(host, locator) == b""
+        _, locator = put_bytes(host, tmp_path, b"", "empty")
+        assert get_bytes(host, locator) == b""
 
     @pytest.mark.parametrize("name", ["with space.txt", "ünïcödé €.txt", "日本語.txt", "a'b\"c;d.txt"])
     def test_names_with_spaces_and_non_ascii(self, host: Host, tmp_path: Path, name: str) -> None:
         data = f"content of {name}".encode()
-        _, locator = _put(host, tmp_path, name, data)
-        assert _get(host, locator) == data
+        _, locator = put_bytes(host, tmp_path, data, name)
+        assert get_bytes(host, locator) == data
 
     def test_same_content_twice(self, host: Host, tmp_path: Path) -> None:
         data = b"twice" * 1000
-        _, first = _put(host, tmp_path, "one", data)
-        _, second = _put(host, tmp_path, "two", data)
-        assert _get(host, first) == data and _get(host, second) == data
+        _, first = put_bytes(host, tmp_path, data, "one")
+        _, second = put_bytes(host, tmp_path, data, "two")
+        assert get_bytes(host, first) == data and get_bytes(host, second) == data
 
     def test_a_large_file_is_streamed_not_held_in_memory(self, host: Host, tmp_path: Path) -> None:
         path = tmp_path / "large.bin"
@@ -115,33 +126,33 @@ class HostConformance:
     def test_concurrent_uploads_to_one_host(self, host: Host, tmp_path: Path) -> None:
         payloads = [f"file {i} ".encode() * (1000 + i) for i in range(12)]
         with ThreadPoolExecutor(max_workers=6) as pool:
-            locators = list(pool.map(lambda p: _put(host, tmp_path, f"c{payloads.index(p)}", p)[1],
+            locators = list(pool.map(lambda p: put_bytes(host, tmp_path, p, f"c{payloads.index(p)}")[1],
                                      payloads))
         assert len(set(locators)) == len(payloads)
         for data, locator in zip(payloads, locators, strict=True):
-            assert _get(host, locator) == data
+            assert get_bytes(host, locator) == data
 
     def test_delete_where_supported(self, host: Host, tmp_path: Path) -> None:
         if not isinstance(host, Deleter):
             return  # not an ability of this kind: nothing to check
-        _, locator = _put(host, tmp_path, "doomed", b"delete me")
+        _, locator = put_bytes(host, tmp_path, b"delete me", "doomed")
         host.delete(locator)
         with pytest.raises(ObjectMissing):
-            _get(host, locator)
+            get_bytes(host, locator)
         host.delete(locator)  # deleting what is gone is not an error
 
     def test_check_where_supported(self, host: Host, tmp_path: Path) -> None:
         if not isinstance(host, Checker):
             return
-        _, locator = _put(host, tmp_path, "sized", b"12345")
+        _, locator = put_bytes(host, tmp_path, b"12345", "sized")
         assert host.check(locator) in (5, None)
 
     def test_a_missing_object_is_a_clear_host_error(self, host: Host, tmp_path: Path) -> None:
-        _, locator = _put(host, tmp_path, "present", b"here")
+        _, locator = put_bytes(host, tmp_path, b"here", "present")
         if isinstance(host, Deleter):
             host.delete(locator)
             with pytest.raises(ObjectMissing) as caught:
-                _get(host, locator)
+                get_bytes(host, locator)
             assert caught.value.host == host.name
 
     def test_broken_hosts_fail_with_a_host_error_in_time(self, broken_hosts: list[Host],
@@ -150,7 +161,7 @@ class HostConformance:
         path.write_bytes(b"nowhere to go")
         def attempt(target: Host, outcome: list[BaseException | str]) -> None:
             try:
-                outcome.append(target.upload(path, "f", _sha(b"nowhere to go")))
+                outcome.append(target.upload(path, "f", sha256_hex(b"nowhere to go")))
             except BaseException as exc:  # checked by the caller
                 outcome.append(exc)
 

@@ -3,51 +3,31 @@ fixtures through a temporary rclone.conf (see tests/servers/rclone.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cloudmanager import CloudManager, config
-from cloudmanager.errors import HostError, ObjectMissing
+from cloudmanager.errors import ObjectMissing
 from cloudmanager.hosts import Host, make_host
 from cloudmanager.hosts import rclone as rclone_module
 from cloudmanager.hosts.rclone import RcloneHost
-from cloudmanager.testing import HostConformance
+from cloudmanager.testing import HostConformance, get_bytes, host_error, put_bytes, sha256_hex
 from tests.servers.rclone import WRONG_PASSWORD, RcloneRemotes
 
 FAST = {"retries": 1, "retry_delay": 0.01}
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
-def _put(host: Host, folder: Path, data: bytes, name: str = "f.bin") -> tuple[str, str]:
-    path = folder / name
-    path.write_bytes(data)
-    digest = _sha(data)
-    return digest, host.upload(path, name, digest)
-
-
-def _get(host: Host, locator: str) -> bytes:
-    out = io.BytesIO()
-    host.download(locator, out)
-    return out.getvalue()
-
-
-def _fails(action: Callable[[], object]) -> HostError:
-    with pytest.raises(HostError) as caught:
-        action()
-    return caught.value
 
 
 def _host(remotes: RcloneRemotes, remote: str, path: str | Path, **options: Any) -> RcloneHost:
@@ -188,8 +168,8 @@ def test_a_configuration_file_host_with_typed_options(rclone_remotes: RcloneRemo
     assert isinstance(host, RcloneHost)
     assert (host.name, host.timeout, host.retry.retries, host.flags) == \
         (f"dav:{dav_path}", 5.0, 2, ["--buffer-size", "1M"])
-    _, locator = _put(host, files, b"configured")
-    assert _get(host, locator) == b"configured"
+    _, locator = put_bytes(host, files, b"configured")
+    assert get_bytes(host, locator) == b"configured"
 
 
 # -- objects and locators ------------------------------------------------------------------
@@ -198,37 +178,37 @@ def test_a_configuration_file_host_with_typed_options(rclone_remotes: RcloneRemo
 def test_objects_are_content_addressed_and_locators_name_them(rclone_remotes: RcloneRemotes,
                                                               dav_host: RcloneHost, dav_path: str,
                                                               files: Path) -> None:
-    digest, locator = _put(dav_host, files, b"addressed by content", name="any name.txt")
+    digest, locator = put_bytes(dav_host, files, b"addressed by content", name="any name.txt")
     assert locator == f"rclone://dav:{dav_path}/{digest[:2]}/{digest[2:4]}/{digest}"
     stored = rclone_remotes.webdav_root / dav_path / digest[:2] / digest[2:4] / digest
     assert stored.read_bytes() == b"addressed by content"
     assert dav_host.check(locator) == len(b"addressed by content")
     # Another node whose remote has another name: only the tail of the locator counts.
-    assert _get(dav_host, f"rclone://their-dav:elsewhere/{digest[:2]}/{digest[2:4]}/{digest}") == \
+    assert get_bytes(dav_host, f"rclone://their-dav:elsewhere/{digest[:2]}/{digest[2:4]}/{digest}") == \
         b"addressed by content"
 
 
 def test_an_object_already_there_is_not_sent_again(rclone_remotes: RcloneRemotes, dav_host: RcloneHost,
                                                    dav_path: str, files: Path) -> None:
-    digest, _ = _put(dav_host, files, b"first")
+    digest, _ = put_bytes(dav_host, files, b"first")
     stored = rclone_remotes.webdav_root / dav_path / digest[:2] / digest[2:4] / digest
     before = stored.stat().st_mtime_ns
     time.sleep(0.02)
-    _put(dav_host, files, b"first", name="again")
+    put_bytes(dav_host, files, b"first", name="again")
     assert stored.stat().st_mtime_ns == before
 
 
 def test_a_locator_outside_the_root_is_refused(rclone_remotes: RcloneRemotes, dav_host: RcloneHost,
                                               dav_path: str, files: Path, tmp_path: Path) -> None:
     secret = b"not this host's business"
-    digest = _sha(secret)
+    digest = sha256_hex(secret)
     outside = rclone_remotes.webdav_root / f"{dav_path}-outside" / digest[:2] / digest[2:4] / digest
     outside.parent.mkdir(parents=True)
     outside.write_bytes(secret)
     tail = f"{digest[:2]}/{digest[2:4]}/{digest}"
     # A well-formed locator naming another folder is looked up in this host's own folder.
     with pytest.raises(ObjectMissing):
-        _get(dav_host, f"rclone://dav:{dav_path}-outside/{tail}")
+        get_bytes(dav_host, f"rclone://dav:{dav_path}-outside/{tail}")
     # Malformed or hostile locators are refused before rclone runs (here it could not run).
     unable = _host(rclone_remotes, "dav", dav_path, rclone=str(tmp_path / "no-rclone-here"))
     for hostile in [f"rclone://dav:{dav_path}/../{dav_path}-outside/{tail}/..",
@@ -236,7 +216,7 @@ def test_a_locator_outside_the_root_is_refused(rclone_remotes: RcloneRemotes, da
                     f"file://{outside}", f"rclone://dav:{dav_path}/{tail}?x=1", "rclone://dav:../../etc/passwd",
                     f"rclone://dav:{dav_path}/ff/ff/{digest}", f"rclone://dav:{dav_path}/{tail[:-1]}",
                     f"rclone://dav:{dav_path}/{tail}\n", f"sftp://h/{tail}"]:
-        for action in (lambda loc=hostile: _get(unable, loc), lambda loc=hostile: unable.check(loc),
+        for action in (lambda loc=hostile: get_bytes(unable, loc), lambda loc=hostile: unable.check(loc),
                        lambda loc=hostile: unable.delete(loc)):
             with pytest.raises(ObjectMissing, match="not a locator"):
                 action()
@@ -244,10 +224,10 @@ def test_a_locator_outside_the_root_is_refused(rclone_remotes: RcloneRemotes, da
 
 
 def test_missing_objects_and_deleting_twice(dav_host: RcloneHost, files: Path) -> None:
-    digest, locator = _put(dav_host, files, b"short-lived")
+    digest, locator = put_bytes(dav_host, files, b"short-lived")
     dav_host.delete(locator)
-    for action in (lambda: _get(dav_host, locator), lambda: dav_host.check(locator)):
-        error = _fails(action)
+    for action in (lambda: get_bytes(dav_host, locator), lambda: dav_host.check(locator)):
+        error = host_error(action)
         assert isinstance(error, ObjectMissing) and digest in str(error)
     dav_host.delete(locator)
     never = f"rclone://dav:x/00/00/{'0' * 64}"
@@ -266,9 +246,9 @@ def test_missing_rclone_binary_is_a_clear_host_error(rclone_remotes: RcloneRemot
     monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
     on_path = _host(rclone_remotes, "dav", "x")
     for host in (named, on_path):
-        for action in (lambda h=host: _put(h, files, b"x"), lambda h=host: _get(h, locator),
+        for action in (lambda h=host: put_bytes(h, files, b"x"), lambda h=host: get_bytes(h, locator),
                        lambda h=host: h.check(locator), lambda h=host: h.delete(locator)):
-            error = _fails(action)
+            error = host_error(action)
             assert not isinstance(error, ObjectMissing)
             assert "rclone" in str(error) and "apt-get install rclone" in str(error)
             assert error.host == host.name
@@ -278,7 +258,7 @@ def test_wrong_password_fails_at_once_with_rclones_reason(rclone_remotes: Rclone
                                                           ) -> None:
     host = _host(rclone_remotes, "dav-wrong-password", "x", retries=3, retry_delay=5)
     started = time.monotonic()
-    error = _fails(lambda: _put(host, files, b"x"))
+    error = host_error(lambda: put_bytes(host, files, b"x"))
     assert time.monotonic() - started < 5  # not retried
     message = str(error)
     assert "authentication failed" in message and "401" in message and "attempts" not in message
@@ -290,13 +270,13 @@ def test_wrong_password_fails_at_once_with_rclones_reason(rclone_remotes: Rclone
 
 def test_refused_connections_are_retried(rclone_remotes: RcloneRemotes, files: Path) -> None:
     host = _host(rclone_remotes, "sshd-closed", "/x", timeout=2, retries=2, retry_delay=0.01)
-    error = _fails(lambda: _put(host, files, b"x"))
+    error = host_error(lambda: put_bytes(host, files, b"x"))
     assert "connection refused" in str(error) and "after 3 attempts" in str(error)
 
 
 def test_an_unknown_remote_is_named_in_the_error(rclone_remotes: RcloneRemotes, files: Path) -> None:
     host = _host(rclone_remotes, "not-in-the-config", "x")
-    error = _fails(lambda: _put(host, files, b"x"))
+    error = host_error(lambda: put_bytes(host, files, b"x"))
     assert "not-in-the-config" in str(error) and "section" in str(error)
 
 
@@ -312,7 +292,7 @@ def test_no_secret_in_urls_locators_errors_or_dumps(rclone_remotes: RcloneRemote
         source = tmp_path / "report.txt"
         source.write_bytes(b"quarterly numbers")
         digest = cm.upload(source)
-        assert digest == _sha(b"quarterly numbers")
+        assert digest == sha256_hex(b"quarterly numbers")
         dump = cm.data_dump()
         shown.extend([dump, repr(cm.info(digest)), repr(cm.stats())])
         health = cm.catalog.host_health(["good", "wrong", "refused"])
@@ -350,7 +330,7 @@ def test_a_hung_rclone_is_stopped_and_reported(rclone_remotes: RcloneRemotes, fi
     silent = _script(tmp_path, f"echo $$ > {pid_file}\nexec sleep 120")
     host = _host(rclone_remotes, "dav", "x", rclone=str(silent), timeout=0.2, retries=0)
     started = time.monotonic()
-    error = _fails(lambda: _put(host, files, b"x"))
+    error = host_error(lambda: put_bytes(host, files, b"x"))
     assert time.monotonic() - started < 10
     assert "no sign of life" in str(error)
     pid = int(pid_file.read_text())
@@ -364,7 +344,7 @@ def test_a_download_that_stalls_midway_is_stopped_not_rerun(rclone_remotes: Rclo
     host = _host(rclone_remotes, "dav", "x", rclone=str(stalls), timeout=0.2, retries=3, retry_delay=0,
                  low_level_retries=1)
     out = io.BytesIO()
-    error = _fails(lambda: host.download(f"rclone://dav:x/00/00/{'0' * 64}", out))
+    error = host_error(lambda: host.download(f"rclone://dav:x/00/00/{'0' * 64}", out))
     assert "no sign of life" in str(error)
     assert out.getvalue() == b"half of it" and runs.read_text().count("run") == 1
 
@@ -377,7 +357,7 @@ def test_temporary_failures_are_rerun_and_final_ones_are_not(rclone_remotes: Rcl
                               "  echo '2026/01/01 00:00:00 Failed to copyto: connection reset' >&2\n"
                               "  exit 5\nfi\nexit 0", name="flaky")
     host = _host(rclone_remotes, "dav", "x", rclone=str(flaky), retries=3, retry_delay=0)
-    _put(host, files, b"eventually")
+    put_bytes(host, files, b"eventually")
     assert runs.read_text().count("run") == 3
 
     runs.unlink()
@@ -386,7 +366,7 @@ def test_temporary_failures_are_rerun_and_final_ones_are_not(rclone_remotes: Rcl
                                 "echo 'Failed to copyto: read metadata failed: 403 Forbidden' >&2\n"
                                 "echo 'Transferred: 0 / 0 Byte' >&2\nexit 5", name="refused")
     host = _host(rclone_remotes, "dav", "x", rclone=str(refused), retries=3, retry_delay=0)
-    error = _fails(lambda: _put(host, files, b"x"))
+    error = host_error(lambda: put_bytes(host, files, b"x"))
     assert runs.read_text().count("run") == 1
     assert str(error).endswith("authentication failed: Failed to copyto: read metadata failed: "
                                "403 Forbidden (rclone exit code 5)")
@@ -402,7 +382,7 @@ def test_flags_token_and_configuration_reach_rclone_and_stay_hidden(rclone_remot
                                  f'https://u:pw@h/ $RCLONE_CONFIG_PASS" >&2\nexit 1')
     host = make_host(rclone_remotes.url("dav", "x", rclone=str(recorder), retries=0, timeout=7,
                                         flags="--webdav-pass hunter22 --bwlimit 4M"), token=token)
-    error = _fails(lambda: _put(host, files, b"x", name="with space.txt"))
+    error = host_error(lambda: put_bytes(host, files, b"x", name="with space.txt"))
     arguments = record.read_text().splitlines()
     assert arguments[0] == "copyto" and f"pass={token}" in arguments
     assert ["--config", str(rclone_remotes.config)] == arguments[1:3]
@@ -412,7 +392,7 @@ def test_flags_token_and_configuration_reach_rclone_and_stay_hidden(rclone_remot
         assert arguments[start:start + len(expected)] == expected
     source, target = arguments[-3:-1]
     assert os.path.isabs(source) and source.endswith("with space.txt")
-    assert target == f"dav:x/{_sha(b'x')[:2]}/{_sha(b'x')[2:4]}/{_sha(b'x')}"
+    assert target == f"dav:x/{sha256_hex(b'x')[:2]}/{sha256_hex(b'x')[2:4]}/{sha256_hex(b'x')}"
     message = str(error)
     for secret in (token, "hunter22", "xyz", "pw@"):
         assert secret not in message, message

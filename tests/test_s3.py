@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import secrets
 import socket
@@ -19,7 +17,7 @@ from cloudmanager.errors import HostError, ObjectMissing
 from cloudmanager.hosts import Host, make_host
 from cloudmanager.hosts.retry import RetryPolicy
 from cloudmanager.hosts.s3 import S3Host
-from cloudmanager.testing import HostConformance
+from cloudmanager.testing import HostConformance, get_bytes, put_bytes, sha256_hex
 from tests.servers.s3 import S3Server
 from tests.servers.webdav import Relay
 
@@ -35,21 +33,7 @@ def _error(code: str, message: str) -> bytes:
             f"<Message>{message}</Message><RequestId>1</RequestId></Error>").encode()
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
-
-def _put(host: Host, folder: Path, data: bytes, name: str = "f.bin") -> tuple[str, str]:
-    path = folder / name
-    path.write_bytes(data)
-    digest = _sha(data)
-    return digest, host.upload(path, name, digest)
-
-
-def _get(host: Host, locator: str) -> bytes:
-    out = io.BytesIO()
-    host.download(locator, out)
-    return out.getvalue()
 
 
 @pytest.fixture(autouse=True)
@@ -135,8 +119,8 @@ def test_keys_from_options_and_token_are_used(s3_server: S3Server, s3_bucket: st
     host = make_host(f"s3://{s3_bucket}/p?endpoint_url=http://127.0.0.1:{front.port}&access_key_id={KEY_ID}",
                      token=SECRET)
     try:
-        _, locator = _put(host, tmp_path, b"signed")
-        assert _get(host, locator) == b"signed"
+        _, locator = put_bytes(host, tmp_path, b"signed")
+        assert get_bytes(host, locator) == b"signed"
     finally:
         host.close()
     signatures = [headers.get("Authorization", "") for headers in front.headers]
@@ -145,7 +129,7 @@ def test_keys_from_options_and_token_are_used(s3_server: S3Server, s3_bucket: st
     plain = make_host(f"s3://{s3_bucket}/p?endpoint_url=http://127.0.0.1:{front.port}")
     try:
         front.headers.clear()
-        _put(plain, tmp_path, b"chained")
+        put_bytes(plain, tmp_path, b"chained")
     finally:
         plain.close()
     assert all("Credential=testing-key-id/" in h.get("Authorization", "") for h in front.headers)
@@ -169,7 +153,7 @@ def test_no_secret_in_url_locators_errors_or_dumps(s3_server: S3Server, s3_bucke
         source = tmp_path / "ledger.txt"
         source.write_bytes(b"the books")
         digest = cm.upload(source)
-        assert digest == _sha(b"the books")
+        assert digest == sha256_hex(b"the books")
         dump = cm.data_dump()
         shown.extend([dump, repr(cm.info(digest)), repr(cm.stats())])
         health = cm.catalog.host_health(["good", "refused", "missing", "denied"])
@@ -202,13 +186,13 @@ def test_throttling_is_retried_honouring_retry_after(s3_server: S3Server, s3_buc
     host = hosts(s3_bucket, "p", endpoint_url=f"http://127.0.0.1:{front.port}")
     front.fail_next(503, {"Retry-After": "1"})
     started = time.monotonic()
-    _, locator = _put(host, tmp_path, b"patience")
+    _, locator = put_bytes(host, tmp_path, b"patience")
     assert time.monotonic() - started >= 0.9, "the Retry-After of the 503 was not honoured"
     assert front.seen[0][0] == "HEAD" and front.seen[0][2] == 503
     assert [method for method, _, _ in front.seen].count("PUT") == 1
     front.fail_next(500)
     front.fail_next(503, body=_error("SlowDown", "Please reduce your request rate."))
-    assert _get(host, locator) == b"patience"
+    assert get_bytes(host, locator) == b"patience"
     front.fail_next(429, {"Retry-After": "0"})
     host.delete(locator)
     with pytest.raises(ObjectMissing):
@@ -223,7 +207,7 @@ def test_a_failure_that_lasts_gives_up_saying_how_often(s3_server: S3Server, s3_
                  retry=RetryPolicy(retries=2, base_delay=0.0))
     front.fail_next(500, times=3)
     with pytest.raises(HostError, match=r"upload: HTTP 500: Internal Server Error \(after 3 attempts"):
-        _put(host, tmp_path, b"never")
+        put_bytes(host, tmp_path, b"never")
     assert len(front.seen) == 3
     front.fail_next(500, body=_error("InternalError", "We encountered an internal error."), times=3)
     with pytest.raises(HostError, match=r"delete: InternalError \(HTTP 500\): We encount.*after 3 attempts"):
@@ -251,7 +235,7 @@ def test_final_answers_are_not_retried(s3_server: S3Server, s3_bucket: str, rela
     # A HEAD answer has no body: a bare 403 is "access denied", still final.
     front.fail_next(403)
     with pytest.raises(HostError, match="access denied"):
-        _put(host, tmp_path, b"x")
+        put_bytes(host, tmp_path, b"x")
     assert len(front.seen) == 2
 
 
@@ -262,8 +246,8 @@ def test_a_missing_bucket_is_a_host_error_not_a_missing_object(s3_server: S3Serv
                  retry=RetryPolicy(retries=5, base_delay=0.5))
     locator = f"s3://{host.bucket}/p/ab/cd/abcd{'0' * 60}"
     started = time.monotonic()
-    for action in (lambda: _put(host, tmp_path, b"x"), lambda: host.check(locator),
-                   lambda: _get(host, locator), lambda: host.delete(locator)):
+    for action in (lambda: put_bytes(host, tmp_path, b"x"), lambda: host.check(locator),
+                   lambda: get_bytes(host, locator), lambda: host.delete(locator)):
         with pytest.raises(HostError, match="no such bucket") as caught:
             action()
         assert not isinstance(caught.value, ObjectMissing)
@@ -274,7 +258,7 @@ def test_refused_connections_are_retried_then_reported(
         dead_port: int, hosts: Callable[..., S3Host], tmp_path: Path) -> None:
     host = hosts("cm-test-refused", endpoint_url=f"http://127.0.0.1:{dead_port}")
     with pytest.raises(HostError, match=r"cannot connect to http://127\.0\.0\.1.*after 3 attempts"):
-        _put(host, tmp_path, b"nowhere")
+        put_bytes(host, tmp_path, b"nowhere")
 
 
 def test_a_store_that_never_answers_times_out(hosts: Callable[..., S3Host], tmp_path: Path) -> None:
@@ -285,7 +269,7 @@ def test_a_store_that_never_answers_times_out(hosts: Callable[..., S3Host], tmp_
                      timeout=0.3, retry=RetryPolicy(retries=1, base_delay=0.0))
         started = time.monotonic()
         with pytest.raises(HostError, match=r"no answer within 0\.3 s.*after 2 attempts"):
-            _put(host, tmp_path, b"hello?")
+            put_bytes(host, tmp_path, b"hello?")
         assert time.monotonic() - started < 5
 
 
@@ -295,11 +279,11 @@ def test_a_download_that_breaks_off_is_not_written_twice(
     front = relay(s3_server.port)
     host = hosts(s3_bucket, "p", endpoint_url=f"http://127.0.0.1:{front.port}")
     data = secrets.token_bytes(3 << 20)
-    _, locator = _put(host, tmp_path, data)
+    _, locator = put_bytes(host, tmp_path, data)
     front.seen.clear()
     front.cut_next(0)  # the HEAD that download_fileobj starts with has no body to cut...
     front.cut_next(1 << 20)  # ... and the GET breaks off after 1 MiB, written out already
-    assert _get(host, locator) == data  # the retry skips what ``out`` has
+    assert get_bytes(host, locator) == data  # the retry skips what ``out`` has
     assert [method for method, _, _ in front.seen] == ["HEAD", "GET", "HEAD", "GET"]
 
 
@@ -311,16 +295,16 @@ def test_layout_and_skipped_uploads(s3_server: S3Server, s3_bucket: str, s3_clie
                                     tmp_path: Path) -> None:
     front = relay(s3_server.port)
     host = hosts(s3_bucket, "/deep//prefix/", endpoint_url=f"http://127.0.0.1:{front.port}")
-    digest, locator = _put(host, tmp_path, b"layout")
+    digest, locator = put_bytes(host, tmp_path, b"layout")
     key = f"deep/prefix/{digest[:2]}/{digest[2:4]}/{digest}"
     assert locator == f"s3://{s3_bucket}/{key}"
     assert s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == b"layout"
     assert host.check(locator) == 6
     front.seen.clear()
-    assert _put(host, tmp_path, b"layout", name="again")[1] == locator
+    assert put_bytes(host, tmp_path, b"layout", name="again")[1] == locator
     assert [method for method, _, _ in front.seen] == ["HEAD"]
     s3_client.put_object(Bucket=s3_bucket, Key=key, Body=b"lay")  # a different size: replaced
-    _put(host, tmp_path, b"layout")
+    put_bytes(host, tmp_path, b"layout")
     assert s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == b"layout"
 
 
@@ -328,16 +312,16 @@ def test_a_large_file_goes_up_in_parts(s3_server: S3Server, s3_bucket: str, s3_c
                                        hosts: Callable[..., S3Host], tmp_path: Path) -> None:
     host = hosts(s3_bucket, "big", endpoint_url=s3_server.endpoint_url)
     data = os.urandom(20 << 20)
-    digest, locator = _put(host, tmp_path, data)
+    digest, locator = put_bytes(host, tmp_path, data)
     etag = s3_client.head_object(Bucket=s3_bucket, Key=f"big/{digest[:2]}/{digest[2:4]}/{digest}")["ETag"]
     assert etag.strip('"').endswith("-3"), etag  # 8 MiB parts: a multipart upload of 3
-    assert _get(host, locator) == data
+    assert get_bytes(host, locator) == data
 
 
 def test_locators_outside_the_prefix_are_refused(s3_server: S3Server, s3_bucket: str, s3_client: S3Client,
                                                  hosts: Callable[..., S3Host], tmp_path: Path) -> None:
     host = hosts(s3_bucket, "vault", endpoint_url=s3_server.endpoint_url)
-    digest, locator = _put(host, tmp_path, b"inside")
+    digest, locator = put_bytes(host, tmp_path, b"inside")
     s3_client.put_object(Bucket=s3_bucket, Key="secret.txt", Body=b"outside the prefix")
     tail = f"{digest[:2]}/{digest[2:4]}/{digest}"
     hostile = [
@@ -354,12 +338,12 @@ def test_locators_outside_the_prefix_are_refused(s3_server: S3Server, s3_bucket:
     ]
     for bad in hostile:
         with pytest.raises(ObjectMissing, match="not a locator"):
-            _get(host, bad)
+            get_bytes(host, bad)
         with pytest.raises(ObjectMissing, match="not a locator"):
             host.check(bad)
         with pytest.raises(ObjectMissing, match="not a locator"):
             host.delete(bad)
     assert s3_client.get_object(Bucket=s3_bucket, Key="secret.txt")["Body"].read() == b"outside the prefix"
     # Only the ab/cd/<hash> tail is trusted: this host's own bucket and prefix are read.
-    assert _get(host, f"s3://another-bucket/elsewhere/{tail}") == b"inside"
-    assert _get(host, locator) == b"inside"
+    assert get_bytes(host, f"s3://another-bucket/elsewhere/{tail}") == b"inside"
+    assert get_bytes(host, locator) == b"inside"

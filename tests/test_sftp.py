@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -24,15 +23,12 @@ from cloudmanager.errors import HostError, ObjectMissing
 from cloudmanager.hosts import Host, make_host
 from cloudmanager.hosts.retry import RetryPolicy
 from cloudmanager.hosts.sftp import SftpHost
-from cloudmanager.testing import HostConformance
+from cloudmanager.testing import HostConformance, get_bytes, host_error, put_bytes, sha256_hex
 from tests.servers.sshd import SilentServer, SshdServer
 
 PASSWORD = "Sup3r-s3cret_pw"
 FAST_RETRY = RetryPolicy(retries=1, base_delay=0.01)
 
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _make(server: SshdServer, folder: Path, **kwargs: Any) -> SftpHost:
@@ -44,23 +40,7 @@ def _make(server: SshdServer, folder: Path, **kwargs: Any) -> SftpHost:
     return SftpHost(host, str(folder), **settings)
 
 
-def _put(host: Host, folder: Path, data: bytes, name: str = "f.bin") -> tuple[str, str]:
-    path = folder / name
-    path.write_bytes(data)
-    digest = _sha(data)
-    return digest, host.upload(path, name, digest)
 
-
-def _get(host: Host, locator: str) -> bytes:
-    out = io.BytesIO()
-    host.download(locator, out)
-    return out.getvalue()
-
-
-def _fails(action: Callable[[], object]) -> HostError:
-    with pytest.raises(HostError) as caught:
-        action()
-    return caught.value
 
 
 @pytest.fixture
@@ -169,14 +149,14 @@ def test_credentials_from_token_password_env_and_key_text(sshd_server: SshdServe
     # A private key given as the configuration's token logs in.
     with_key = make_host(base, token=sshd_server.key_file.read_text())
     try:
-        _, locator = _put(with_key, files, b"by key text")
-        assert _get(with_key, locator) == b"by key text"
+        _, locator = put_bytes(with_key, files, b"by key text")
+        assert get_bytes(with_key, locator) == b"by key text"
     finally:
         with_key.close()
     # A password from password_env is used (and is wrong: root logs in with keys only).
     monkeypatch.setenv("CM_TEST_SFTP_PASSWORD", PASSWORD)
     by_env = make_host(f"{base}&password_env=CM_TEST_SFTP_PASSWORD&retries=0")
-    error = _fails(lambda: _put(by_env, files, b"x"))
+    error = host_error(lambda: put_bytes(by_env, files, b"x"))
     assert "authentication failed" in str(error) and PASSWORD not in str(error)
     by_env.close()
 
@@ -194,8 +174,8 @@ def test_a_configuration_file_host_with_typed_options(sshd_server: SshdServer, r
     (host,) = config.parse(path, {}).make_hosts()
     assert isinstance(host, SftpHost)
     assert (host.timeout, host.retry.retries, host.connections) == (5.0, 2, 2)
-    _, locator = _put(host, files, b"configured")
-    assert _get(host, locator) == b"configured"
+    _, locator = put_bytes(host, files, b"configured")
+    assert get_bytes(host, locator) == b"configured"
     host.close()
 
     path.write_text(f'[[hosts]]\nurl = "{sshd_server.url(remote)}"\ntoken = "{PASSWORD}"\n'
@@ -226,7 +206,7 @@ def test_no_secret_in_urls_locators_errors_logs_or_dumps(sshd_server: SshdServer
     path = files / "secret-free.txt"
     path.write_bytes(b"nothing to hide" * 100)
     digest = cm.upload(path)
-    assert digest == _sha(b"nothing to hide" * 100)
+    assert digest == sha256_hex(b"nothing to hide" * 100)
     info = cm.info(digest)
     assert info is not None
     urls = [entry.get("url") for entry in info["uploads"] if entry["host_name"] == good.name]
@@ -234,7 +214,7 @@ def test_no_secret_in_urls_locators_errors_logs_or_dumps(sshd_server: SshdServer
     assert any(entry.get("error") for entry in info["uploads"] if entry["host_name"] == "broken")
     assert PASSWORD not in cm.data_dump() and PASSWORD not in repr(info)
 
-    error = _fails(lambda: bad.upload(path, "x", digest))
+    error = host_error(lambda: bad.upload(path, "x", digest))
     assert "authentication failed" in str(error)
     assert PASSWORD not in str(error) and PASSWORD not in repr(error)
     cm.close()
@@ -251,7 +231,7 @@ def test_a_password_with_special_characters_is_never_shown(sshd_server: SshdServ
                      f"{sshd_server.port}{remote}?known_hosts={quote(str(sshd_server.known_hosts))}"
                      "&retries=0")
     assert isinstance(host, SftpHost)
-    shown = [host.url(), repr(host), host.name, str(_fails(lambda: _put(host, files, b"x")))]
+    shown = [host.url(), repr(host), host.name, str(host_error(lambda: put_bytes(host, files, b"x")))]
     for text in shown:
         assert password not in text and quote(password, safe="") not in text
     host.close()
@@ -262,24 +242,24 @@ def test_a_password_with_special_characters_is_never_shown(sshd_server: SshdServ
 
 def test_objects_are_stored_by_content_and_sent_once(sftp_host: SftpHost, remote: Path, files: Path) -> None:
     data = b"content addressed" * 1000
-    digest, locator = _put(sftp_host, files, data)
+    digest, locator = put_bytes(sftp_host, files, data)
     stored = remote / digest[:2] / digest[2:4] / digest
     assert stored.read_bytes() == data
     assert locator == f"{sftp_host.url()}/{digest[:2]}/{digest[2:4]}/{digest}"
     assert sftp_host.check(locator) == len(data)
     before = stored.stat().st_mtime_ns
     time.sleep(0.01)
-    _, again = _put(sftp_host, files, data, name="other name")
+    _, again = put_bytes(sftp_host, files, data, name="other name")
     assert again == locator and stored.stat().st_mtime_ns == before  # not sent again
     assert [p.name for p in remote.iterdir() if p.name.startswith(".tmp")] == []
 
 
 def test_locators_are_validated(sftp_host: SftpHost, files: Path) -> None:
     data = b"only through a valid locator"
-    digest, locator = _put(sftp_host, files, data)
+    digest, locator = put_bytes(sftp_host, files, data)
     # Another node may reach the same folder by another name: only ab/cd/<hash> counts.
     elsewhere = f"sftp://someone@nas.example:2222/mnt/other/{digest[:2]}/{digest[2:4]}/{digest}"
-    assert _get(sftp_host, elsewhere) == data
+    assert get_bytes(sftp_host, elsewhere) == data
     hostile = [
         "sftp://root@127.0.0.1/etc/passwd",
         f"sftp://h/x/{digest[:2]}/{digest[2:4]}/{digest}/../../../../etc/passwd",
@@ -293,12 +273,12 @@ def test_locators_are_validated(sftp_host: SftpHost, files: Path) -> None:
     ]
     for locator_ in hostile:
         with pytest.raises(ObjectMissing):
-            _get(sftp_host, locator_)
+            get_bytes(sftp_host, locator_)
         with pytest.raises(ObjectMissing):
             sftp_host.check(locator_)
         with pytest.raises(ObjectMissing):
             sftp_host.delete(locator_)
-    assert _get(sftp_host, locator) == data  # nothing was deleted
+    assert get_bytes(sftp_host, locator) == data  # nothing was deleted
 
 
 def test_servers_without_posix_rename_get_a_plain_rename(sftp_host: SftpHost, remote: Path, files: Path,
@@ -308,19 +288,20 @@ def test_servers_without_posix_rename_get_a_plain_rename(sftp_host: SftpHost, re
 
     monkeypatch.setattr(paramiko.SFTPClient, "posix_rename", unsupported)
     data = b"renamed the old way" * 100
-    digest, locator = _put(sftp_host, files, data)
+    digest, locator = put_bytes(sftp_host, files, data)
     stored = remote / digest[:2] / digest[2:4] / digest
     assert stored.read_bytes() == data
     stored.write_bytes(b"damaged")  # a plain rename never replaces: the damaged copy is removed first
-    assert _put(sftp_host, files, data)[1] == locator
+    assert put_bytes(sftp_host, files, data)[1] == locator
     assert stored.read_bytes() == data
     with ThreadPoolExecutor(max_workers=4) as pool:  # the same new content from several threads
-        assert len(set(pool.map(lambda i: _put(sftp_host, files, b"same", f"same{i}")[1], range(8)))) == 1
+        locators = pool.map(lambda i: put_bytes(sftp_host, files, b"same", f"same{i}")[1], range(8))
+        assert len(set(locators)) == 1
     assert [p.name for p in remote.iterdir() if p.name.startswith(".tmp")] == []
 
 
 def test_a_failing_sink_is_a_host_error_and_not_retried(sftp_host: SftpHost, files: Path) -> None:
-    _, locator = _put(sftp_host, files, b"to nowhere")
+    _, locator = put_bytes(sftp_host, files, b"to nowhere")
     calls = []
 
     class Full:
@@ -328,9 +309,9 @@ def test_a_failing_sink_is_a_host_error_and_not_retried(sftp_host: SftpHost, fil
             calls.append(len(data))
             raise OSError(28, "No space left on device")
 
-    error = _fails(lambda: sftp_host.download(locator, Full()))
+    error = host_error(lambda: sftp_host.download(locator, Full()))
     assert "cannot write the download" in error.reason and len(calls) == 1
-    assert _get(sftp_host, locator) == b"to nowhere"  # the connection is still good
+    assert get_bytes(sftp_host, locator) == b"to nowhere"  # the connection is still good
 
 
 # -- failures: permanent, transient, timeouts -----------------------------------------------
@@ -342,7 +323,7 @@ def test_wrong_credentials_fail_at_once_without_retries(sshd_server: SshdServer,
     for host in (_make(sshd_server, remote, key_file=sshd_server.wrong_key_file, retry=patient),
                  _make(sshd_server, remote, key_file=None, password=PASSWORD, retry=patient)):
         started = time.monotonic()
-        error = _fails(lambda h=host: _put(h, files, b"denied"))
+        error = host_error(lambda h=host: put_bytes(h, files, b"denied"))
         assert time.monotonic() - started < 5, "an authentication failure was retried"
         assert error.host == host.name and "authentication failed" in error.reason
         assert PASSWORD not in str(error)
@@ -352,7 +333,7 @@ def test_wrong_credentials_fail_at_once_without_retries(sshd_server: SshdServer,
 def test_nothing_listening_is_retried_then_reported(sshd_server: SshdServer, closed_port: int, remote: Path,
                                                     files: Path) -> None:
     host = _make(sshd_server, remote, port=closed_port, retry=RetryPolicy(retries=2, base_delay=0.01))
-    error = _fails(lambda: _put(host, files, b"x"))
+    error = host_error(lambda: put_bytes(host, files, b"x"))
     assert "connection refused" in error.reason and "after 3 attempts" in error.reason
 
 
@@ -361,7 +342,7 @@ def test_a_server_that_never_answers_times_out(sshd_server: SshdServer, silent_s
     host = _make(sshd_server, remote, port=silent_server.port, timeout=1, retry=RetryPolicy(retries=0))
     accepted = silent_server.accepted
     started = time.monotonic()
-    error = _fails(lambda: _put(host, files, b"x"))
+    error = host_error(lambda: put_bytes(host, files, b"x"))
     assert time.monotonic() - started < 4
     assert "no SSH greeting" in error.reason or "did not complete the SSH handshake" in error.reason
     assert silent_server.accepted > accepted  # it did connect, and then heard nothing
@@ -373,21 +354,21 @@ def test_host_keys_unknown_accepted_when_new_and_refused_when_changed(sshd_serve
                                                                       files: Path, tmp_path: Path) -> None:
     known = tmp_path / "ssh" / "known_hosts"  # does not exist yet
     strict = _make(sshd_server, remote, known_hosts=known)
-    error = _fails(lambda: _put(strict, files, b"x"))
+    error = host_error(lambda: put_bytes(strict, files, b"x"))
     assert "host_key_policy=accept-new" in error.reason
 
     trusting = _make(sshd_server, remote, known_hosts=known, host_key_policy="accept-new")
-    _, locator = _put(trusting, files, b"trusted on first use")
+    _, locator = put_bytes(trusting, files, b"trusted on first use")
     assert known.read_text() == sshd_server.known_hosts_line()
     trusting.close()
-    assert _get(strict, locator) == b"trusted on first use"  # now known: the strict host connects
+    assert get_bytes(strict, locator) == b"trusted on first use"  # now known: the strict host connects
     strict.close()
 
     impostor = tmp_path / "impostor_known_hosts"
     other_key = Path(f"{sshd_server.wrong_key_file}.pub").read_text().split()[:2]
     impostor.write_text(f"[{sshd_server.host}]:{sshd_server.port} {' '.join(other_key)}\n")
     fooled = _make(sshd_server, remote, known_hosts=impostor, host_key_policy="accept-new")
-    error = _fails(lambda: _put(fooled, files, b"x"))
+    error = host_error(lambda: put_bytes(fooled, files, b"x"))
     assert "differs" in error.reason
 
 
@@ -486,9 +467,9 @@ def test_a_connection_cut_mid_upload_is_retried_on_a_new_one(
     proxy.cut[0] = 300_000  # the first connection dies in the middle of the file
     host = _through(proxy, sshd_server, remote, tmp_path, retry=RetryPolicy(retries=2, base_delay=0.01))
     data = os.urandom(2_000_000)
-    _, locator = _put(host, files, data)
+    _, locator = put_bytes(host, files, data)
     assert proxy.accepted == 2
-    assert _get(host, locator) == data
+    assert get_bytes(host, locator) == data
     assert [p.name for p in remote.iterdir() if p.name.startswith(".tmp")] == []  # the torn copy is gone
     host.close()
 
@@ -497,19 +478,19 @@ def test_a_cut_without_retries_is_a_host_error(sshd_server: SshdServer, proxy: C
                                                files: Path, tmp_path: Path) -> None:
     proxy.cut[0] = 300_000
     host = _through(proxy, sshd_server, remote, tmp_path, retry=RetryPolicy(retries=0))
-    error = _fails(lambda: _put(host, files, os.urandom(2_000_000)))
+    error = host_error(lambda: put_bytes(host, files, os.urandom(2_000_000)))
     assert error.host == host.name and "lost" in error.reason
-    _, locator = _put(host, files, b"the next upload connects again")
-    assert _get(host, locator) == b"the next upload connects again"
+    _, locator = put_bytes(host, files, b"the next upload connects again")
+    assert get_bytes(host, locator) == b"the next upload connects again"
     host.close()
 
 
 def test_dropped_connections_are_replaced(sshd_server: SshdServer, sftp_host: SftpHost, files: Path) -> None:
-    _, first = _put(sftp_host, files, b"before the drop", "a")
+    _, first = put_bytes(sftp_host, files, b"before the drop", "a")
     assert sshd_server.drop_connections() > 0
-    _, second = _put(sftp_host, files, b"after the drop", "b")
-    assert _get(sftp_host, first) == b"before the drop"
-    assert _get(sftp_host, second) == b"after the drop"
+    _, second = put_bytes(sftp_host, files, b"after the drop", "b")
+    assert get_bytes(sftp_host, first) == b"before the drop"
+    assert get_bytes(sftp_host, second) == b"after the drop"
 
 
 def test_a_download_cut_midway_is_not_retried_into_the_same_sink(sshd_server: SshdServer, proxy: CuttingProxy,
@@ -517,7 +498,7 @@ def test_a_download_cut_midway_is_not_retried_into_the_same_sink(sshd_server: Ss
                                                                  tmp_path: Path) -> None:
     writer = _make(sshd_server, remote)
     data = os.urandom(8_000_000)
-    _, locator = _put(writer, files, data)
+    _, locator = put_bytes(writer, files, data)
     writer.close()
 
     class Cutting(io.BytesIO):
@@ -535,7 +516,7 @@ def test_a_download_cut_midway_is_not_retried_into_the_same_sink(sshd_server: Ss
         host.download(locator, out)
     assert len(out.getvalue()) < len(data)  # what came is a prefix, never a repeat
     assert data.startswith(out.getvalue())
-    assert _get(host, locator) == data
+    assert get_bytes(host, locator) == data
     host.close()
 
 
@@ -546,21 +527,21 @@ def test_connections_are_pooled_bounded_and_closed(sshd_server: SshdServer, prox
                                                    remote: Path, files: Path, tmp_path: Path) -> None:
     host = _through(proxy, sshd_server, remote, tmp_path, connections=3)
     for i in range(10):
-        _put(host, files, f"sequential {i}".encode(), f"s{i}")
+        put_bytes(host, files, f"sequential {i}".encode(), f"s{i}")
     assert proxy.accepted == 1  # one connection, reused
 
     payloads = [os.urandom(50_000) for _ in range(24)]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        locators = list(pool.map(lambda i: _put(host, files, payloads[i], f"c{i}")[1], range(24)))
+        locators = list(pool.map(lambda i: put_bytes(host, files, payloads[i], f"c{i}")[1], range(24)))
     assert proxy.accepted <= 3
     for data, locator in zip(payloads, locators, strict=True):
-        assert _get(host, locator) == data
+        assert get_bytes(host, locator) == data
 
     host.close()
     deadline = time.monotonic() + 5
     while proxy.live and time.monotonic() < deadline:
         time.sleep(0.02)
     assert proxy.live == 0
-    _, locator = _put(host, files, b"usable after close")  # a closed host connects again
-    assert _get(host, locator) == b"usable after close"
+    _, locator = put_bytes(host, files, b"usable after close")  # a closed host connects again
+    assert get_bytes(host, locator) == b"usable after close"
     host.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import secrets
 import socket
 import ssl
@@ -20,14 +18,11 @@ from cloudmanager.errors import HostError, ObjectMissing
 from cloudmanager.hosts import Host, make_host
 from cloudmanager.hosts.retry import RetryPolicy
 from cloudmanager.hosts.webdav import CHUNK, WebdavHost, _verify
-from cloudmanager.testing import HostConformance
+from cloudmanager.testing import HostConformance, get_bytes, put_bytes, sha256_hex
 from tests.servers.webdav import Relay, WebdavServer
 
 QUICK = RetryPolicy(retries=2, base_delay=0.0)
 
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _fresh() -> str:
@@ -50,17 +45,6 @@ def hosts() -> Iterator[Callable[..., WebdavHost]]:
         host.close()
 
 
-def _put(host: Host, folder: Path, data: bytes, name: str = "f.bin") -> tuple[str, str]:
-    path = folder / name
-    path.write_bytes(data)
-    digest = _sha(data)
-    return digest, host.upload(path, name, digest)
-
-
-def _get(host: Host, locator: str) -> bytes:
-    out = io.BytesIO()
-    host.download(locator, out)
-    return out.getvalue()
 
 
 class TestWebdav(HostConformance):
@@ -165,11 +149,11 @@ def test_password_sources_token_then_env_then_url(webdav_server: WebdavServer, t
         try:
             data = f"case {number}".encode()
             if works:
-                _, locator = _put(host, tmp_path, data)
-                assert _get(host, locator) == data
+                _, locator = put_bytes(host, tmp_path, data)
+                assert get_bytes(host, locator) == data
             else:
                 with pytest.raises(HostError, match="authentication failed"):
-                    _put(host, tmp_path, data)
+                    put_bytes(host, tmp_path, data)
         finally:
             host.close()
 
@@ -191,7 +175,7 @@ def test_no_secret_in_url_locators_errors_or_dumps(webdav_server: WebdavServer, 
         source = tmp_path / "report.txt"
         source.write_bytes(b"quarterly numbers")
         digest = cm.upload(source)
-        assert digest == _sha(b"quarterly numbers")
+        assert digest == sha256_hex(b"quarterly numbers")
         dump = cm.data_dump()
         shown.append(dump)
         shown.extend([repr(cm.info(digest)), repr(cm.stats())])
@@ -218,8 +202,8 @@ def test_error_messages_never_show_the_password(webdav_server: WebdavServer, dea
     ]
     for host in broken:
         assert password not in host.url() and in_url not in host.url()
-        for action in (lambda h=host: _put(h, tmp_path, b"x"),
-                       lambda h=host: _get(h, f"webdav://h/x/ab/cd/abcd{'0' * 60}"),
+        for action in (lambda h=host: put_bytes(h, tmp_path, b"x"),
+                       lambda h=host: get_bytes(h, f"webdav://h/x/ab/cd/abcd{'0' * 60}"),
                        lambda h=host: h.check(f"webdav://h/x/ab/cd/abcd{'0' * 60}")):
             with pytest.raises(HostError) as caught:
                 action()
@@ -238,14 +222,14 @@ def test_throttling_is_retried_honouring_retry_after(
                  password=webdav_server.password, retry=RetryPolicy(retries=2, base_delay=0.0))
     front.fail_next(503, {"Retry-After": "1"})
     started = time.monotonic()
-    _, locator = _put(host, tmp_path, b"patience")
+    _, locator = put_bytes(host, tmp_path, b"patience")
     waited = time.monotonic() - started
     assert waited >= 0.9, "the Retry-After of the 503 was not honoured"
     assert front.seen[0][2] == 503 and front.seen[1][0] == "PROPFIND"  # the same step, again
     assert [m for m, _, s in front.seen].count("PUT") == 1
     front.fail_next(429, {"Retry-After": "0"})
     front.fail_next(502)
-    assert _get(host, locator) == b"patience"
+    assert get_bytes(host, locator) == b"patience"
     assert [s for m, _, s in front.seen if m == "GET"] == [429, 502, 200]
 
 
@@ -257,7 +241,7 @@ def test_a_failure_that_lasts_gives_up_saying_how_often(
                  retry=RetryPolicy(retries=2, base_delay=0.0))
     front.fail_next(500, times=3)
     with pytest.raises(HostError, match=r"HTTP 500 .*after 3 attempts"):
-        _put(host, tmp_path, b"never")
+        put_bytes(host, tmp_path, b"never")
     assert len(front.seen) == 3
 
 
@@ -267,12 +251,12 @@ def test_a_wrong_password_is_not_retried(webdav_server: WebdavServer, relay: Cal
     host = hosts(f"webdav://127.0.0.1:{front.port}/x", user="alice", password="wrong",
                  retry=RetryPolicy(retries=5, base_delay=0.0))
     with pytest.raises(HostError, match="authentication failed") as caught:
-        _put(host, tmp_path, b"nope")
+        put_bytes(host, tmp_path, b"nope")
     assert caught.value.host == host.name and "401" in str(caught.value)
     assert len(front.seen) == 1, front.seen
     front.fail_next(403)
     with pytest.raises(HostError, match="authentication failed"):
-        _get(host, f"webdav://127.0.0.1/x/ab/cd/abcd{'0' * 60}")
+        get_bytes(host, f"webdav://127.0.0.1/x/ab/cd/abcd{'0' * 60}")
     assert len(front.seen) == 2
 
 
@@ -280,7 +264,7 @@ def test_refused_connections_are_retried_then_reported(
         dead_port: int, hosts: Callable[..., WebdavHost], tmp_path: Path) -> None:
     host = hosts(f"webdav://127.0.0.1:{dead_port}/x", retry=RetryPolicy(retries=2, base_delay=0.0))
     with pytest.raises(HostError, match=r"cannot connect to 127\.0\.0\.1.*after 3 attempts") as caught:
-        _put(host, tmp_path, b"nowhere")
+        put_bytes(host, tmp_path, b"nowhere")
     assert caught.value.host == host.name
 
 
@@ -293,7 +277,7 @@ def test_a_server_that_never_answers_times_out(hosts: Callable[..., WebdavHost],
                      retry=RetryPolicy(retries=1, base_delay=0.0))
         started = time.monotonic()
         with pytest.raises(HostError, match=r"no answer within 0\.3 s.*after 2 attempts"):
-            _put(host, tmp_path, b"hello?")
+            put_bytes(host, tmp_path, b"hello?")
         assert time.monotonic() - started < 5
 
 
@@ -303,9 +287,9 @@ def test_a_download_that_breaks_off_resumes(webdav_server: WebdavServer, relay: 
     host = hosts(f"webdav://127.0.0.1:{front.port}/{_fresh()}", user=webdav_server.user,
                  password=webdav_server.password)
     data = secrets.token_bytes(3 * CHUNK)
-    _, locator = _put(host, tmp_path, data)
+    _, locator = put_bytes(host, tmp_path, data)
     front.cut_next(CHUNK + CHUNK // 2)  # after the first chunk was written out
-    assert _get(host, locator) == data
+    assert get_bytes(host, locator) == data
     gets = [(path, status) for method, path, status in front.seen if method == "GET"]
     assert [status for _, status in gets] == [200, 206]
 
@@ -319,32 +303,32 @@ def test_layout_collections_and_skipped_uploads(webdav_server: WebdavServer, rel
     front = relay(webdav_server.port)
     host = hosts(f"webdav://127.0.0.1:{front.port}/{root}", user=webdav_server.user,
                  password=webdav_server.password)
-    digest, locator = _put(host, tmp_path, b"layout")
+    digest, locator = put_bytes(host, tmp_path, b"layout")
     stored = webdav_server.root / root / digest[:2] / digest[2:4] / digest
     assert stored.read_bytes() == b"layout"
     assert locator == f"webdav://127.0.0.1:{front.port}/{root}/{digest[:2]}/{digest[2:4]}/{digest}"
     assert host.check(locator) == 6
     # Same content again: asked for, not sent.
     front.seen.clear()
-    assert _put(host, tmp_path, b"layout", name="again")[1] == locator
+    assert put_bytes(host, tmp_path, b"layout", name="again")[1] == locator
     assert [method for method, _, _ in front.seen] == ["PROPFIND"]
     # A partial object (another size) is replaced.
     stored.write_bytes(b"lay")
-    _put(host, tmp_path, b"layout")
+    put_bytes(host, tmp_path, b"layout")
     assert stored.read_bytes() == b"layout"
     # Collections removed behind the host's back are made again.
     for path in sorted((webdav_server.root / root).rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     (webdav_server.root / root).rmdir()
-    _, again = _put(host, tmp_path, b"layout")
-    assert _get(host, again) == b"layout"
+    _, again = put_bytes(host, tmp_path, b"layout")
+    assert get_bytes(host, again) == b"layout"
 
 
 def test_locators_outside_the_root_are_refused(webdav_server: WebdavServer,
                                                hosts: Callable[..., WebdavHost], tmp_path: Path) -> None:
     root = _fresh()
     host = hosts(f"{webdav_server.url}/{root}", user=webdav_server.user, password=webdav_server.password)
-    digest, locator = _put(host, tmp_path, b"inside")
+    digest, locator = put_bytes(host, tmp_path, b"inside")
     secret = webdav_server.root / "secret.txt"
     secret.write_text("outside the host's root")
     hostile = [
@@ -361,7 +345,7 @@ def test_locators_outside_the_root_are_refused(webdav_server: WebdavServer,
     ]
     for bad in hostile:
         with pytest.raises(ObjectMissing, match="not a locator"):
-            _get(host, bad)
+            get_bytes(host, bad)
         with pytest.raises(ObjectMissing, match="not a locator"):
             host.check(bad)
         with pytest.raises(ObjectMissing, match="not a locator"):
@@ -370,8 +354,8 @@ def test_locators_outside_the_root_are_refused(webdav_server: WebdavServer,
     # Only the ab/cd/<hash> tail is trusted: the same tail elsewhere is read from this
     # host's own server and root (the other address is never contacted).
     elsewhere = f"webdavs://evil.example:1/other/{digest[:2]}/{digest[2:4]}/{digest}"
-    assert _get(host, elsewhere) == b"inside"
-    assert _get(host, locator) == b"inside"
+    assert get_bytes(host, elsewhere) == b"inside"
+    assert get_bytes(host, locator) == b"inside"
 
 
 def test_concurrent_uploads_into_new_collections(webdav_server: WebdavServer,
@@ -385,7 +369,7 @@ def test_concurrent_uploads_into_new_collections(webdav_server: WebdavServer,
         folder = tmp_path / f"w{number}"
         folder.mkdir()
         try:
-            results.append(_put(host, folder, data)[1])
+            results.append(put_bytes(host, folder, data)[1])
         except BaseException as exc:
             results.append(exc)
 

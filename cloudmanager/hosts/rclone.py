@@ -79,7 +79,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import quote, unquote
@@ -88,7 +88,7 @@ from ..errors import HostError, ObjectMissing
 from ..names import is_sha256
 from ..streams import Sink
 from .base import Checker, Deleter, Host
-from .registry import HostSpec
+from .registry import HostSpec, option
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -483,15 +483,6 @@ def _pump(stdout: IO[bytes], sink: Sink, patience: float) -> None:
             sink.write(view[:count])
 
 
-def _option(options: Mapping[str, Any], key: str, convert: Callable[[Any], T], default: T) -> T:
-    value = options.get(key)
-    if value is None or value == "":
-        return default
-    try:
-        return convert(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"the rclone option {key} has a bad value: {str(value)[:40]!r}") from None
-
 
 def _seconds(value: Any) -> float:
     seconds = float(value)
@@ -526,7 +517,7 @@ def from_spec(spec: HostSpec) -> Host:
         raise ValueError("the rclone option config must be a file path")
     return RcloneHost(remote, path, name=spec.name, config=config,
                       rclone=str(options.get("rclone") or "rclone"),
-                      timeout=_option(options, "timeout", _seconds, DEFAULT_TIMEOUT),
+                      timeout=option(options, "timeout", _seconds, DEFAULT_TIMEOUT, "rclone"),
                       retry=RetryPolicy.from_options(options),
-                      low_level_retries=_option(options, "low_level_retries", _attempts, None),
-                      flags=_option(options, "flags", _flags, []), token=spec.token)
+                      low_level_retries=option(options, "low_level_retries", _attempts, None, "rclone"),
+                      flags=option(options, "flags", _flags, [], "rclone"), token=spec.token)

@@ -19,7 +19,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .base import Host
@@ -49,6 +49,21 @@ class HostSpec:
     def netloc(self) -> str:
         """The URL's network location (user@host:port), percent-decoded."""
         return unquote(self.parts.netloc)
+
+
+T = TypeVar("T")
+
+
+def option(options: Mapping[str, Any], key: str, convert: Callable[[Any], T], default: T, kind: str) -> T:
+    """One option of a host kind, converted (``int``, ``float``...); ``default`` when
+    absent or empty; ValueError naming the kind and the option when it is bad."""
+    value = options.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"the {kind} option {key} has a bad value: {str(value)[:40]!r}") from None
 
 
 Factory = Callable[[HostSpec], Host]

@@ -79,7 +79,7 @@ from paramiko.ssh_exception import NoValidConnectionsError
 from ..errors import HostError, ObjectMissing
 from ..streams import Sink
 from .base import Checker, Deleter, Host
-from .registry import HostSpec
+from .registry import HostSpec, option
 from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -729,15 +729,6 @@ class SftpHost(Host, Deleter, Checker):
         return self._run(f"cannot check on {self.url()}", once)
 
 
-def _option(options: Mapping[str, Any], key: str, convert: Callable[[Any], T], default: T) -> T:
-    value = options.get(key)
-    if value is None or value == "":
-        return default
-    try:
-        return convert(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"the sftp option {key} has a bad value: {str(value)[:40]!r}") from None
-
 
 def _path_option(options: Mapping[str, Any], key: str) -> str | None:
     value = options.get(key)
@@ -786,8 +777,8 @@ def from_spec(spec: HostSpec) -> Host:
         if _path_option(options, "key_file"):
             raise ValueError("give the private key as token or as key_file, not both")
         key = _load_key_text(key_text, password)  # a password, if any, unlocks it
-    timeout = _option(options, "timeout", _seconds, DEFAULT_TIMEOUT)
-    connections = _option(options, "connections", int, DEFAULT_CONNECTIONS)
+    timeout = option(options, "timeout", _seconds, DEFAULT_TIMEOUT, "sftp")
+    connections = option(options, "connections", int, DEFAULT_CONNECTIONS, "sftp")
     return SftpHost(parts.hostname, spec.path, user=user, port=port, password=password, key=key,
                     key_file=_path_option(options, "key_file"),
                     known_hosts=_path_option(options, "known_hosts"),
