@@ -7,6 +7,7 @@ never disagree and a file whose upload returned its hash is never lost.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -176,7 +177,15 @@ class CloudManager:
                 record = self._new_record(source, digest, size)
                 return self._keep_uncached(record, source)
             with self.cache.temp() as temp:
-                digest, size = copy_hashing(handle, temp.file, progress)
+                try:
+                    digest, size = copy_hashing(handle, temp.file, progress)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    log.warning("the cache's disk is full: %s is sent without caching", source)
+                    handle.seek(0)
+                    digest, size = copy_hashing(handle)
+                    return self._keep_uncached(self._new_record(source, digest, size), source)
                 record = self._new_record(source, digest, size)
                 entry = self.catalog.entry(digest)
                 if entry is not None and entry.cached:
@@ -357,14 +366,21 @@ class CloudManager:
     def _fetch(self, record: FileRecord) -> str | Literal[False]:
         for host, locator in self._sources(record):
             with self.cache.temp() as temp:
-                writer = HashingWriter(temp.file)
+                writer = HashingWriter(temp.file, limit=record.size)  # a flood stops here
                 try:
                     host.download(locator, writer)
                 except ObjectMissing as exc:
                     self.catalog.record_fetch(host.name, exc.reason, digest=record.hash, lost=True)
                     continue
                 except Exception as exc:  # a host's failure is recorded, never raised
-                    self.catalog.record_fetch(host.name, _describe(exc))
+                    if writer.target_error is not None:  # our disk, not the host: stop here
+                        log.error("cannot write to the cache: %s", writer.target_error)
+                        return False
+                    if writer.overflow:
+                        self.catalog.record_fetch(host.name, "sent more bytes than the file has",
+                                                  fetched=writer.size, digest=record.hash, lost=True)
+                    else:
+                        self.catalog.record_fetch(host.name, _describe(exc))
                     continue
                 if writer.size != record.size or writer.hexdigest() != record.hash:
                     self.catalog.record_fetch(host.name, "returned other bytes than were stored",

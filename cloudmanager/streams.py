@@ -18,6 +18,19 @@ class Sink(Protocol):
         """Write ``data``."""
 
 
+def write_all(target: Sink, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte of ``data``: an unbuffered file may write only part of
+    it (a disk filling up), and the next write then raises the error."""
+    view = memoryview(data)
+    while view:
+        count = target.write(view)
+        if not isinstance(count, int):  # a buffered or text-free sink took it all
+            return
+        if count <= 0:
+            raise OSError(5, "write made no progress")
+        view = view[count:]
+
+
 def copy_hashing(source: BinaryIO, target: BinaryIO | None = None,
                  progress: Callable[[int], object] | None = None) -> tuple[str, int]:
     """Read ``source`` to its end, writing to ``target`` (if any) and hashing.
@@ -37,31 +50,49 @@ def copy_hashing(source: BinaryIO, target: BinaryIO | None = None,
         chunk = view[:count]
         digest.update(chunk)
         if target is not None:
-            target.write(chunk)
+            write_all(target, chunk)
         if progress is not None:
             progress(count)
         total += count
     return digest.hexdigest(), total
 
 
+class TooManyBytes(ValueError):
+    """A download brought more bytes than the file it should be has."""
+
+
 class HashingWriter:
     """A write-only binary file that hashes and counts what passes through it.
 
     Hosts write a download into it; the manager reads ``hexdigest()`` and
-    ``size`` afterwards to verify the bytes before trusting them.
+    ``size`` afterwards to verify the bytes before trusting them.  With
+    ``limit``, writing past that many bytes raises TooManyBytes (a host that
+    floods cannot fill the disk).  An error of the target itself (a full
+    disk) is kept in ``target_error`` so the caller does not blame the host.
     """
 
-    def __init__(self, target: Sink):
+    def __init__(self, target: Sink, limit: int | None = None):
         self._target = target
         self._digest = hashlib.sha256()
+        self._limit = limit
         self.size = 0
+        self.overflow = False
+        self.target_error: OSError | None = None
 
     def write(self, data: bytes | bytearray | memoryview, /) -> int:
         """Write ``data`` to the target and add it to the hash."""
+        count = len(data)
+        if self._limit is not None and self.size + count > self._limit:
+            self.overflow = True
+            raise TooManyBytes(f"more than the {self._limit} bytes expected")
         self._digest.update(data)
-        self._target.write(data)
-        self.size += len(data)
-        return len(data)
+        try:
+            write_all(self._target, data)
+        except OSError as exc:
+            self.target_error = exc
+            raise
+        self.size += count
+        return count
 
     def hexdigest(self) -> str:
         """The SHA-256 of everything written so far."""

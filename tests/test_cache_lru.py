@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from cloudmanager import Unavailable
+from cloudmanager import CloudManager, Unavailable
 from cloudmanager.hosts import FolderHost, MemoryHost
+from cloudmanager.streams import Sink
 from tests.conftest import Factory
 from tests.hostkit import Recording
 
@@ -168,3 +171,69 @@ def test_open_raises_when_no_host_gives_the_file_back(node: Factory, write: Call
     host.fail_downloads = True
     with pytest.raises(Unavailable, match=digest):
         cm.open(digest)
+
+
+class Flooding(Recording):
+    """A host that sends endless bytes for any object."""
+
+    def download(self, locator: str, out: Sink) -> None:
+        chunk = b"x" * 65536
+        for _ in range(10_000):  # 640 MiB if nothing stops it
+            out.write(chunk)
+
+
+def test_a_host_that_floods_is_cut_off_at_the_files_size(node: Factory, write: Callable[..., Path]) -> None:
+    flood, honest = Flooding(MemoryHost("flood")), Recording(MemoryHost("honest"))
+    cm = node(hosts=[flood, honest])
+    digest = cm.upload(write("f", b"small" * 10))
+    assert digest
+    cm.evict()
+    cm.catalog.note_host("honest", "so the flood is asked first")
+    path = cm.warm_up(digest)
+    assert path and Path(path).read_bytes() == b"small" * 10
+    assert cm.catalog.host_health(["flood"])["flood"].last_error == "sent more bytes than the file has"
+    assert cm.info(digest)["uploads"][0] == {"host_name": "flood", "error": True}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB file system (tmpfs; the tests run as root, as in CI)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_during_a_download_is_not_blamed_on_the_host(
+        small_disk: Path, tmp_path: Path, write: Callable[..., Path]) -> None:
+    host = Recording(FolderHost(tmp_path / "vault"))
+    data = os.urandom(150 * 1024)
+    with CloudManager(tmp_path / "c.sqlite3", small_disk / "cache", 10 * 2**20, hosts=[host]) as cm:
+        digest = cm.upload(write("f", data))
+        assert digest and cm.evict() == [digest]
+        (small_disk / "cache" / "filler").write_bytes(b"\0" * 150 * 1024)  # not ours: left alone
+        assert cm.warm_up(digest) is False  # no room on the disk
+        assert cm.catalog.host_health([host.name])[host.name].failures == 0
+        assert cm.info(digest)["uploads"][0]["url"]
+        assert not list(cm.cache.root.glob(".tmp-*")) and not cm.on_cache(digest)
+        assert cm.catalog.usage() == (0, 0)
+        (small_disk / "cache" / "filler").unlink()
+        path = cm.warm_up(digest)
+        assert path and Path(path).read_bytes() == data
+
+
+def test_a_full_disk_during_an_upload_sends_the_file_uncached(
+        small_disk: Path, tmp_path: Path, write: Callable[..., Path]) -> None:
+    data = os.urandom(200 * 1024)
+    with CloudManager(tmp_path / "c.sqlite3", small_disk / "cache", 10 * 2**20,
+                      hosts=[(tmp_path / "vault").as_uri()]) as cm:
+        (small_disk / "cache" / "filler").write_bytes(b"\0" * 100 * 1024)
+        digest = cm.upload(write("f", data))
+        assert digest and cm.exists(digest) and not cm.on_cache(digest)
+        assert not list(cm.cache.root.glob(".tmp-*")) and cm.catalog.usage() == (0, 0)
+        (small_disk / "cache" / "filler").unlink()
+        path = cm.warm_up(digest)
+        assert path and Path(path).read_bytes() == data
