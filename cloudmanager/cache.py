@@ -45,8 +45,8 @@ class ScanResult:
     """What a scan of the cache directory found."""
 
     files: dict[str, int] = field(default_factory=dict)  # digest -> size on disk
-    removed_temps: list[Path] = field(default_factory=list)
-    removed_strays: list[Path] = field(default_factory=list)
+    removed_temps: list[Path] = field(default_factory=list)  # abandoned (removed when fixing)
+    removed_strays: list[Path] = field(default_factory=list)  # not cache files (removed when fixing)
     foreign: list[Path] = field(default_factory=list)  # left alone, reported
 
 
@@ -131,33 +131,34 @@ class Cache:
         """Remove the cached file for ``digest`` (nothing happens when it is absent)."""
         self.path(digest).unlink(missing_ok=True)
 
-    def scan(self) -> ScanResult:
-        """List the cached files and remove what a finished write never leaves.
+    def scan(self, fix: bool = True) -> ScanResult:
+        """List the cached files and find what a finished write never leaves.
 
-        Removes temporary files whose writer is gone (their lock is free) and
+        Finds temporary files whose writer is gone (their lock is free) and
         entries inside the shard directories that are not well-named cached
-        files.  Anything else at the top level is not ours: it is left alone
-        and reported.  Call with ``self.lock.exclusive()`` held.
+        files, and removes them when ``fix``.  Anything else at the top level
+        is not ours: it is left alone and reported.  Call with
+        ``self.lock.exclusive()`` held.
         """
         result = ScanResult()
         for top in os.scandir(self.root):
             path = Path(top.path)
             if top.name.startswith(TEMP_PREFIX) and top.is_file(follow_symlinks=False):
-                if self._remove_if_abandoned(path):
+                if self._abandoned(path, remove=fix):
                     result.removed_temps.append(path)
             elif _SHARD.fullmatch(top.name) and top.is_dir(follow_symlinks=False):
-                self._scan_shard(path, result)
+                self._scan_shard(path, result, fix)
             else:
                 result.foreign.append(path)
         for path in result.foreign:
             log.warning("not a cache file, left alone: %s", path)
         return result
 
-    def _scan_shard(self, shard: Path, result: ScanResult) -> None:
+    def _scan_shard(self, shard: Path, result: ScanResult, fix: bool) -> None:
         for sub in os.scandir(shard):
             sub_path = Path(sub.path)
             if not (_SHARD.fullmatch(sub.name) and sub.is_dir(follow_symlinks=False)):
-                self._remove_stray(sub_path, result)
+                self._stray(sub_path, result, fix)
                 continue
             for entry in os.scandir(sub_path):
                 name = entry.name
@@ -173,10 +174,13 @@ class Cache:
                     except FileNotFoundError:  # evicted since it was listed
                         continue
                 else:
-                    self._remove_stray(Path(entry.path), result)
+                    self._stray(Path(entry.path), result, fix)
 
     @staticmethod
-    def _remove_stray(path: Path, result: ScanResult) -> None:
+    def _stray(path: Path, result: ScanResult, fix: bool) -> None:
+        if not fix:
+            result.removed_strays.append(path)
+            return
         try:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -188,7 +192,7 @@ class Cache:
         result.removed_strays.append(path)
 
     @staticmethod
-    def _remove_if_abandoned(path: Path) -> bool:
+    def _abandoned(path: Path, remove: bool) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -201,5 +205,6 @@ class Cache:
             raise
         finally:
             os.close(fd)
-        path.unlink(missing_ok=True)
+        if remove:
+            path.unlink(missing_ok=True)
         return True

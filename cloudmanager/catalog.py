@@ -424,8 +424,9 @@ class Catalog:
             cur = db.execute("UPDATE files SET pinned = ? WHERE hash = ?", (int(pinned), digest))
             return cur.rowcount > 0
 
-    def recount(self) -> bool:
-        """Set the running totals from the rows; True when they were wrong."""
+    def recount(self, fix: bool = True) -> bool:
+        """Check the running totals against the rows (and set them, when ``fix``);
+        True when they were wrong."""
         with self._write() as db:
             actual = db.execute(
                 "SELECT coalesce(sum(size), 0), count(*) FROM files WHERE cached = 1"
@@ -433,7 +434,8 @@ class Catalog:
             kept = db.execute("SELECT cached_bytes, cached_files FROM state WHERE id = 0").fetchone()
             if tuple(actual) == tuple(kept):
                 return False
-            db.execute("UPDATE state SET cached_bytes = ?, cached_files = ? WHERE id = 0", actual)
+            if fix:
+                db.execute("UPDATE state SET cached_bytes = ?, cached_files = ? WHERE id = 0", actual)
             return True
 
     # -- files and host copies ------------------------------------------------------

@@ -518,3 +518,55 @@ def expire(node: Node, force: bool, as_json: bool) -> None:
             click.echo(f"{host}: has keep_days but cannot delete")
     if report.failed:
         sys.exit(FAILED)
+
+
+@main.command()
+@click.option("--repair", is_flag=True, help="Mend what is found (and send lost copies again).")
+@click.option("--hosts", "ask_hosts", is_flag=True,
+              help="Also ask each host whether it still holds its copies.")
+@click.option("--hash", "verify_hash", is_flag=True, help="Check the bytes' SHA-256, not only sizes.")
+@json_option
+@pass_node
+@guarded
+def fsck(node: Node, repair: bool, ask_hosts: bool, verify_hash: bool, as_json: bool) -> None:
+    """Check that the catalog tells the truth about the cache and the hosts.
+
+    Exit status 1 when a problem was found; with --repair, 0 when every
+    problem found was mended.
+    """
+    cm = node.manager()
+    at_open = cm.last_repair  # opening a node already mends the cache: count what it found
+    report = cm.check(repair=repair, hosts=ask_hosts, verify_hash=verify_hash)
+    local, copies = report.local, report.hosts
+    figures: dict[str, Any] = {
+        "leftover temporary files": local.removed_temps + at_open.removed_temps,
+        "files in the cache the catalog does not count": local.removed_strays + at_open.removed_strays,
+        "cached files gone or of the wrong size": len(local.uncounted) + len(at_open.uncounted),
+        "cached files with the wrong SHA-256": len(local.damaged),
+        "usage total wrong": int(local.recounted or at_open.recounted),
+    }
+    problems = report.problems + at_open.problems
+    if copies is not None:
+        figures.update({"host copies checked": copies.checked, "host copies lost": len(copies.lost),
+                        "host copies not checked (host could not answer)": len(copies.unreachable),
+                        "host copies not checkable": copies.unchecked})
+    if repair:
+        figures["lost copies sent again"] = report.resent
+    if as_json:
+        emit_json({"problems": problems, "mended_at_open": at_open.problems, "repaired": repair,
+                   "mended": report.mended,
+                   "figures": figures, "lost": copies.lost if copies else [],
+                   "unreachable": copies.unreachable if copies else []})
+    else:
+        out = table("check", "found")
+        for what, count in figures.items():
+            out.add_row(what, str(count))
+        console().print(out)
+        for digest, host, why in copies.lost if copies else []:
+            click.echo(f"lost: {digest} on {host}: {why}")
+        if at_open.problems:
+            click.echo(f"{at_open.problems} of them mended when the node was opened")
+        verdict = "mended" if repair and report.mended else "found"
+        click.echo(f"{problems} problem(s) {verdict}" if problems else "no problem found")
+    if problems and not (repair and report.mended):
+        sys.exit(FAILED)

@@ -6,6 +6,7 @@ here so that manager.py stays the flow of a file.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import shutil
 import tempfile
@@ -15,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cache import Cache
-from .errors import HostError
-from .hosts import Deleter, Host
+from .errors import HostError, ObjectMissing
+from .hosts import Checker, Deleter, Host
 from .locking import FileLock
-from .streams import HashingWriter, copy_hashing
+from .streams import HashingWriter, TooManyBytes, copy_hashing
 
 if TYPE_CHECKING:
     from .manager import CloudManager
@@ -205,4 +206,80 @@ def _round_trip(host: Host, probe: Path, digest: str, payload: bytes, folder: Pa
         return f"{type(exc).__name__}: {exc}"
     finally:
         (folder / f"back-{host.name}").unlink(missing_ok=True)
+    return None
+
+
+@dataclass
+class CopiesReport:
+    """What asking the hosts about their copies found."""
+
+    checked: int = 0
+    lost: list[tuple[str, str, str]] = field(default_factory=list)  # (hash, host, why)
+    unreachable: list[tuple[str, str, str]] = field(default_factory=list)  # could not ask
+    unchecked: int = 0  # copies on hosts that cannot tell without sending the file, or not here
+
+
+_GONE = "not there any more"
+log = logging.getLogger(__name__)
+
+
+class _Discard:
+    """A sink that keeps nothing (the bytes only pass through a hash)."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        return len(data)
+
+
+def check_copies(cm: CloudManager, *, verify_hash: bool = False, remove_bad: bool = False) -> CopiesReport:
+    """Ask each host whether it still holds each copy recorded for it (as ``git annex
+    fsck --from`` and ``rclone check`` do); record a lost copy as that host's error.
+
+    With ``remove_bad``, a damaged copy is deleted where the host can, so that
+    sending the file again replaces it (hosts skip an object of the same size).
+    """
+    report = CopiesReport()
+    for record in cm.catalog.records():
+        for upload in record.uploads:
+            host = cm.host(upload.host)
+            if upload.url is None:
+                continue
+            if host is None or not (verify_hash or isinstance(host, Checker)):
+                report.unchecked += 1
+                continue
+            report.checked += 1
+            try:
+                problem = _copy_problem(host, upload.url, record.size, record.hash, verify_hash)
+            except HostError as exc:
+                report.unreachable.append((record.hash, host.name, exc.reason))
+                continue
+            if problem is not None:
+                report.lost.append((record.hash, host.name, problem))
+                cm.catalog.record_fetch(host.name, f"copy lost: {problem}", digest=record.hash, lost=True)
+                if remove_bad and isinstance(host, Deleter) and problem != _GONE:
+                    try:
+                        host.delete(upload.url)
+                    except HostError as exc:
+                        log.warning("cannot delete the damaged copy of %s on %s: %s",
+                                    record.hash, host.name, exc.reason)
+    return report
+
+
+def _copy_problem(host: Host, locator: str, size: int, digest: str, verify_hash: bool) -> str | None:
+    """What is wrong with one copy (None: it is fine).  HostError: the host did not answer."""
+    try:
+        if verify_hash:
+            writer = HashingWriter(_Discard(), limit=size)
+            try:
+                host.download(locator, writer)
+            except TooManyBytes:
+                return "more bytes than the file has"
+            if writer.size != size or writer.hexdigest() != digest:
+                return "other bytes than were stored"
+            return None
+        assert isinstance(host, Checker)
+        found = host.check(locator)
+    except ObjectMissing:
+        return _GONE
+    if found is not None and found != size:
+        return f"{found} bytes instead of {size}"
     return None

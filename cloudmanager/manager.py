@@ -54,10 +54,39 @@ class RepairReport:
     evicted: int = 0  # evicted to fit a smaller capacity
     foreign: list[str] = field(default_factory=list)  # not ours, left alone
 
+    damaged: list[str] = field(default_factory=list)  # cached bytes whose SHA-256 is wrong
+
+    @property
+    def problems(self) -> int:
+        """How many disagreements were found."""
+        return (self.removed_temps + self.removed_strays + len(self.uncounted) + len(self.damaged)
+                + int(self.recounted))
+
     @property
     def clean(self) -> bool:
         """True when nothing needed mending."""
-        return not (self.removed_temps or self.removed_strays or self.uncounted or self.recounted)
+        return self.problems == 0
+
+
+@dataclass
+class CheckReport:
+    """What :meth:`CloudManager.check` found (and mended, with ``repair``)."""
+
+    local: RepairReport
+    hosts: maintenance.CopiesReport | None = None
+    resent: int = 0  # lost copies sent again (with repair)
+    repaired: bool = False
+
+    @property
+    def problems(self) -> int:
+        """Disagreements found, in the cache and on the hosts."""
+        return self.local.problems + (len(self.hosts.lost) if self.hosts else 0)
+
+    @property
+    def mended(self) -> bool:
+        """True when a repair mended every problem found (lost copies all sent again)."""
+        lost = len(self.hosts.lost) if self.hosts else 0
+        return self.repaired and self.resent >= lost
 
 
 def _describe(exc: BaseException) -> str:
@@ -541,23 +570,63 @@ class CloudManager:
         wrong size counts as not cached (warm_up fetches it again); the usage
         total is reset if it drifted; files are evicted down to the capacity.
         """
-        report = RepairReport()
-        with self.cache.lock.exclusive():
-            scan = self.cache.scan()
-            counted = self.catalog.cached_sizes()
-            report.uncounted = self.catalog.uncache(
-                digest for digest, size in counted.items() if scan.files.get(digest) != size
-            )
-            strays = [d for d, size in scan.files.items() if counted.get(d) != size]
-            for digest in strays:
-                self.cache.remove(digest)
-            report.removed_temps = len(scan.removed_temps)
-            report.removed_strays = len(scan.removed_strays) + len(strays)
-            report.foreign = [str(p) for p in scan.foreign]
-            report.recounted = self.catalog.recount()
-        victims = self.catalog.shrink_to(self.capacity)
-        self._remove_uncounted(victims)
-        report.evicted = len(victims)
+        report = self._audit(fix=True, verify=False)
         if not report.clean:
             log.warning("catalog and cache disagreed and were mended: %s", report)
         return report
+
+    def _audit(self, *, fix: bool, verify: bool) -> RepairReport:
+        """Compare the cache directory with the catalog; mend what differs when ``fix``.
+        With ``verify``, every cached file's bytes are hashed too."""
+        report = RepairReport()
+        with self.cache.lock.exclusive():
+            scan = self.cache.scan(fix=fix)
+            counted = self.catalog.cached_sizes()
+            bad = [digest for digest, size in counted.items() if scan.files.get(digest) != size]
+            if verify:
+                report.damaged = [d for d in counted if d not in bad and self._hash_of(d) != d]
+            strays = [d for d, size in scan.files.items() if counted.get(d) != size]
+            report.removed_temps = len(scan.removed_temps)
+            report.removed_strays = len(scan.removed_strays) + len(strays)
+            report.foreign = [str(p) for p in scan.foreign]
+            if fix:
+                self.catalog.uncache(bad + report.damaged)
+                for digest in strays + report.damaged:
+                    self.cache.remove(digest)
+            report.uncounted = bad
+            report.recounted = self.catalog.recount(fix=fix)
+        if fix:
+            victims = self.catalog.shrink_to(self.capacity)
+            self._remove_uncounted(victims)
+            report.evicted = len(victims)
+        return report
+
+    def _hash_of(self, digest: str) -> str | None:
+        """The SHA-256 of the cached file's bytes (None when it cannot be read)."""
+        try:
+            with open(self.cache.path(digest), "rb") as handle:
+                return copy_hashing(handle)[0]
+        except OSError:
+            return None
+
+    def check(self, *, repair: bool = False, hosts: bool = False,
+              verify_hash: bool = False) -> CheckReport:
+        """Check that the catalog tells the truth (``cm fsck``).
+
+        Locally: every cached file known with the right size (and, with
+        ``verify_hash``, the right SHA-256), no leftover temporary file, the
+        usage total exact.  With ``hosts``: each host is asked whether it
+        still holds each copy recorded for it (its size where it can tell;
+        the bytes' hash with ``verify_hash``); a lost copy is recorded as an
+        error for that host.  With ``repair``, what was found is mended: the
+        cache as :meth:`repair` does, lost copies sent again by :meth:`sync`.
+        """
+        report = CheckReport(local=self._audit(fix=repair, verify=verify_hash))
+        if hosts:
+            report.hosts = maintenance.check_copies(self, verify_hash=verify_hash, remove_bad=repair)
+            if repair and report.hosts.lost:
+                changes = self.sync()
+                report.resent = sum(u.ok for uploads in changes.values() for u in uploads)
+        report.repaired = repair
+        return report
+
