@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from . import __version__, config
+from . import __version__, config, payload
 from .errors import CloudManagerError, InvalidDump
 from .manager import CloudManager
 from .names import is_sha256
@@ -88,6 +88,8 @@ def guarded(command: F) -> F:
             return command(*args, **kwargs)
         except (InvalidDump, config.ConfigError) as exc:
             raise BadInput(str(exc)) from None
+        except UnicodeDecodeError:
+            raise BadInput("not UTF-8 text (a dump is JSON text)") from None
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
             raise BadInput(f"{exc.filename}: {exc.strerror}") from None
         except (CloudManagerError, ValueError, OSError) as exc:
@@ -341,7 +343,10 @@ def load(node: Node, source: str, as_json: bool) -> None:
     Records that fail validation are written, each with the reason, to
     FILE.rejected.json, to be fixed and loaded again; the exit status is then 1.
     """
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8", errors="strict")
+    if source != "-" and Path(source).stat().st_size > payload.MAX_DUMP_BYTES:
+        raise BadInput(f"{source}: larger than {payload.MAX_DUMP_BYTES >> 20} MiB: load it in parts")
+    text = sys.stdin.read(payload.MAX_DUMP_BYTES + 1) if source == "-" else \
+        Path(source).read_text(encoding="utf-8", errors="strict")
     report = node.manager().import_dump(text)
     rejected_file = None
     if report.rejected:

@@ -35,6 +35,9 @@ ACCEPTED_VERSIONS = frozenset({"0.1", "0.2"})
 #: What an error entry from another node is recorded as when it gives no text.
 PEER_ERROR = "error reported by another node"
 
+#: The largest dump accepted at once (parsing JSON takes several times its size in
+#: memory): a larger catalog is exchanged in parts (or, between nodes, paged).
+MAX_DUMP_BYTES = 256 * 1024 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_HOST_NAME = 128
 _MAX_URL = 4096
@@ -157,6 +160,8 @@ def parse(text: str | bytes) -> Parsed:
     Raises InvalidDump when the document itself is not a dump (not JSON, not a
     list of objects).  Two records for one hash must agree on its size.
     """
+    if len(text) > MAX_DUMP_BYTES:
+        raise InvalidDump(f"larger than {MAX_DUMP_BYTES >> 20} MiB: load it in parts")
     try:
         with _collector_paused():
             document = json.loads(text)
