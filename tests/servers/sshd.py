@@ -1,11 +1,13 @@
 """OpenSSH's sshd on 127.0.0.1 for the SFTP tests, plus two ways for a server to be absent.
 
-``sshd_server`` (session scope) starts ``/usr/sbin/sshd`` as TEST-SERVERS.md
-describes: a host key, a client key and an authorized_keys file of its own,
-its own configuration (``StrictModes no``, ``UsePAM no``, ``internal-sftp``),
+``running_sshd(folder)`` (a context manager, usable outside pytest: the
+benchmarks use it) starts ``/usr/sbin/sshd`` as TEST-SERVERS.md describes: a
+host key, a client key and an authorized_keys file of its own, its own
+configuration (``StrictModes no``, ``UsePAM no``, ``internal-sftp``),
 ``/run/sshd`` created, and it is stopped by PID at the end.  Password
 authentication is enabled but no password can succeed (the test user logs in
 with keys only), so a wrong password is refused by the real server.
+``sshd_server`` (session scope) is that server for the tests.
 
 ``closed_port`` is a port where nothing listens (a socket bound and never
 listening, so no other process takes the port meanwhile); ``silent_server`` is
@@ -123,10 +125,11 @@ def _wait_for_banner(host: str, port: int, process: subprocess.Popen[bytes], log
     raise RuntimeError(f"sshd did not answer within {START_WITHIN_S} s: {log.read_text(errors='replace')}")
 
 
-@pytest.fixture(scope="session")
-def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
-    """OpenSSH's sshd on 127.0.0.1 on a free port, for the whole session."""
-    folder = tmp_path_factory.mktemp("sshd")
+@contextlib.contextmanager
+def running_sshd(folder: Path) -> Iterator[SshdServer]:
+    """OpenSSH's sshd on 127.0.0.1 on a free port, its keys, configuration and log in
+    ``folder`` (an existing, empty folder); stopped, with every connection it still
+    serves, on exit.  The objects folder is ``folder / "objects"``."""
     host_key, client_key, wrong_key = folder / "host_ed25519", folder / "client_ed25519", folder / "wrong"
     for key in (host_key, client_key, wrong_key):
         _keygen(key)
@@ -192,6 +195,13 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer
         for pid in children:  # connections a test left open end with the server
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """OpenSSH's sshd on 127.0.0.1 on a free port, for the whole session."""
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 """WsgiDAV on 127.0.0.1 for the WebDAV tests; a port where nothing listens; an HTTP relay
-that fails on purpose (in front of WsgiDAV or moto) to test retries."""
+that fails on purpose (in front of WsgiDAV or moto) to test retries.
+
+``running_webdav(root)`` starts the server outside pytest too (the benchmarks use
+it); the ``webdav_server`` fixture is that server for the tests' session."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import http.client
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,16 +35,19 @@ class WebdavServer:
     port: int
 
 
-@pytest.fixture(scope="session")
-def webdav_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebdavServer]:
-    """WsgiDAV serving a temporary folder, in a cheroot thread on 127.0.0.1 (session-wide).
+#: The account of the test server.  The password has characters that need quoting in a
+#: URL, so the tests see that it is handled (and never shown) properly.
+USER, PASSWORD = "alice", "pä ss:w@rd/9q7Zk"
+
+
+@contextmanager
+def running_webdav(root: Path, user: str = USER, password: str = PASSWORD) -> Iterator[WebdavServer]:
+    """WsgiDAV serving ``root`` to one account, in a cheroot thread on 127.0.0.1 on a
+    free port; stopped on exit.
 
     The configuration is complete and explicit, so no ``wsgidav.yaml`` lying
-    around is read.  The password has characters that need quoting in a URL,
-    so the tests see that it is handled (and never shown) properly.
+    around is read.
     """
-    root = tmp_path_factory.mktemp("webdav-root")
-    user, password = "alice", "pä ss:w@rd/9q7Zk"
     config: dict[str, Any] = {
         "host": LOOPBACK,
         "port": 0,
@@ -65,6 +72,14 @@ def webdav_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebdavSe
     finally:
         server.stop()
         thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def webdav_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebdavServer]:
+    """WsgiDAV serving a temporary folder, in a cheroot thread on 127.0.0.1 (session-wide),
+    to the account USER / PASSWORD (see :func:`running_webdav`)."""
+    with running_webdav(tmp_path_factory.mktemp("webdav-root")) as server:
+        yield server
 
 
 @pytest.fixture
