@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cloudmanager import CloudManager, InvalidDump
 from cloudmanager.names import MAX_NAME_BYTES, is_sha256
 
-EXAMPLES = int(os.environ.get("CM_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("CM_FUZZ_EXAMPLES", "500"))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),

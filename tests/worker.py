@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     with CloudManager(catalog, cache, int(capacity), hosts=[Path(host_dir).as_uri()]) as cm, \
             open(journal, "a") as log:
         for index in range(int(ops)):
-            op = rng.choice(["upload"] * 4 + ["warm_up"] * 3 + ["evict", "load", "sync"])
+            op = rng.choice(["upload"] * 4 + ["warm_up"] * 3 + ["exists", "evict", "load", "sync"])
             if op == "upload" or not known:
                 data = content(int(seed), index)
                 path = work / f"file-{index}.bin"
@@ -54,6 +54,10 @@ def main(argv: list[str]) -> int:
                     if hashlib.sha256(handle.read()).hexdigest() != digest:
                         print(f"open gave wrong bytes for {digest}", file=sys.stderr)
                         return 1
+            elif op == "exists":
+                if not cm.exists(rng.choice(known)):
+                    print("a known file is not in the catalog", file=sys.stderr)
+                    return 1
             elif op == "evict":
                 cm.evict([rng.choice(known)])
             elif op == "load":
