@@ -20,7 +20,8 @@ def files_under(path: Path) -> set[Path]:
     return {p for p in path.rglob("*")}
 
 
-def test_a_dump_over_the_bound_is_refused_before_parsing(node: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dump_over_the_bound_is_refused_before_parsing(node: Factory,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     cm = node()
     monkeypatch.setattr(payload, "MAX_DUMP_BYTES", 1000)
     with pytest.raises(InvalidDump, match="larger than 0 MiB: load it in parts"):
@@ -31,7 +32,7 @@ def test_a_100_mb_field_is_a_clear_error(node: Factory) -> None:
     cm = node()
     record = {"version": "0.2", "datetime": "1", "filename": "x" * 100_000_000, "filesize": "1",
               "filehash": H, "uploads": []}
-    with pytest.raises(InvalidDump, match="filename.*longer than 255 bytes"):
+    with pytest.raises(InvalidDump, match=r"filename.*longer than 255 bytes"):
         cm.data_load(json.dumps(record))
     assert cm.catalog.count() == 0
 
@@ -62,11 +63,13 @@ def test_names_never_escape_and_are_cleaned(node: Factory, tmp_path: Path, name:
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "memory://m/../../x", "http://127.0.0.1:1/x",
                                  "file://" + "/a" * 500])
-def test_hostile_locators_from_a_dump_are_refused_by_the_hosts(node: Factory, tmp_path: Path, url: str) -> None:
+def test_hostile_locators_from_a_dump_are_refused_by_the_hosts(node: Factory, tmp_path: Path,
+                                                                url: str) -> None:
     vault = tmp_path / "vault"
     cm = node(hosts=[vault.as_uri(), "memory://m"])
-    cm.data_load(json.dumps({"version": "0.2", "datetime": 1, "filename": "x", "filesize": 4, "filehash": H,
-                             "uploads": [{"host_name": "vault", "url": url}, {"host_name": "m", "url": url}]}))
+    cm.data_load(json.dumps({"version": "0.2", "datetime": 1, "filename": "x", "filesize": 4,
+                             "filehash": H, "uploads": [{"host_name": "vault", "url": url},
+                                                        {"host_name": "m", "url": url}]}))
     assert cm.warm_up(H) is False
     assert all("url" not in u for u in cm.info(H)["uploads"])  # both recorded as lost copies
 

@@ -31,6 +31,9 @@ Options (URL query or the host's ``config`` table):
 ``timeout``
     Seconds (default 30) to connect, and between two reads or writes of a
     request, so a server that stops answering fails within it (per attempt).
+    An answer must also bring :data:`MIN_PACE` bytes (or all of it) within
+    each ``timeout`` seconds, so a server that dribbles a byte now and then
+    fails within it too.
 ``retries``, ``retry_delay``
     Transient failures (refused or dropped connections, timeouts, HTTP 5xx,
     429 and 503 throttling, whose ``Retry-After`` is honoured) are retried
@@ -54,11 +57,13 @@ import posixpath
 import re
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
+import httpcore
 import httpx
 from webdav4.client import Client  # type: ignore[import-untyped]
 from webdav4.multistatus import parse_multistatus_response  # type: ignore[import-untyped]
@@ -75,6 +80,10 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
 #: Bytes read from the file, or from the network, at a time.
 CHUNK = 1024 * 1024
+#: Bytes an answer must bring within each ``timeout`` seconds (or end before), else it is
+#: too slow: per-read timeouts alone never expire for a server that dribbles.
+MIN_PACE = 64 * 1024
+_TOO_SLOW = "answer too slow"
 #: Options this kind understands.
 OPTIONS = frozenset({"timeout", "retries", "retry_delay", "verify", "password_env"})
 
@@ -99,6 +108,76 @@ class _Status(Exception):
         self.retry_after = retry_after(response.headers.get("Retry-After"))
 
 
+class _PacedStream(httpcore.NetworkStream):
+    """A connection whose answers keep pace: from the first read after a request was
+    written, each ``window`` seconds bring MIN_PACE bytes, or the read times out."""
+
+    def __init__(self, inner: httpcore.NetworkStream, window: float):
+        self._inner = inner
+        self._window = window
+        self._since: float | None = None  # when the current window started
+        self._got = 0  # bytes read in it
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        now = time.monotonic()
+        if self._since is None:
+            self._since, self._got = now, 0
+        left = self._since + self._window - now
+        if left <= 0:
+            raise httpcore.ReadTimeout(_TOO_SLOW)
+        try:
+            data = self._inner.read(max_bytes, left if timeout is None else min(timeout, left))
+        except httpcore.ReadTimeout:
+            if self._got:
+                raise httpcore.ReadTimeout(_TOO_SLOW) from None
+            raise
+        self._got += len(data)
+        if self._got >= MIN_PACE:
+            self._since = None
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._since = None  # a new request: its answer starts a new window
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _PacedStream(self._inner.start_tls(ssl_context, server_hostname, timeout), self._window)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _PacedBackend(httpcore.NetworkBackend):
+    """Opens :class:`_PacedStream` connections."""
+
+    def __init__(self, inner: httpcore.NetworkBackend, window: float):
+        self._inner = inner
+        self._window = window
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        return _PacedStream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options),
+                            self._window)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        return _PacedStream(self._inner.connect_unix_socket(path, timeout, socket_options), self._window)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _paced_transport(verify: bool | ssl.SSLContext, window: float) -> httpx.HTTPTransport:
+    """httpx's transport, whose connections are :class:`_PacedStream` ones."""
+    transport = httpx.HTTPTransport(verify=verify)
+    pool = transport._pool  # httpx sets no network backend of its own: wrap httpcore's
+    pool._network_backend = _PacedBackend(pool._network_backend, window)
+    return transport
 
 
 def _verify(value: Any) -> bool | ssl.SSLContext:
@@ -166,7 +245,8 @@ class WebdavHost(Host, Deleter, Checker):
         if isinstance(verify, str):
             verify = _verify(verify)
         self._client = Client(self._origin, auth=auth, retry=False, chunk_size=CHUNK,
-                              timeout=httpx.Timeout(self.timeout), verify=verify)
+                              timeout=httpx.Timeout(self.timeout), verify=verify,
+                              transport=_paced_transport(verify, self.timeout))
         self._http: httpx.Client = self._client.http
         self._made: set[str] = set()  # collections known to exist
         self._guard = threading.Lock()
@@ -217,6 +297,8 @@ class WebdavHost(Host, Deleter, Checker):
                 message = f"authentication failed (HTTP {exc.status} {exc.reason} to {exc.method})"
             else:
                 message = f"HTTP {exc.status} {exc.reason} (to {exc.method})"
+        elif isinstance(exc, httpx.TimeoutException) and str(exc) == _TOO_SLOW:
+            message = f"answer too slow: less than {MIN_PACE // 1024} KiB within {self.timeout:g} s"
         elif isinstance(exc, httpx.TimeoutException):
             message = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
         elif isinstance(exc, httpx.ConnectError):
