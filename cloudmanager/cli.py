@@ -468,8 +468,13 @@ def unpin(node: Node, digest: str) -> None:
 @guarded
 def relocate(node: Node, target: Path, as_json: bool) -> None:
     """Move the cache to NEW_DIR: copy, verify, switch, and record it in the configuration."""
-    report = node.manager().relocate(target)
-    written = config.set_cache_path(node.config, report.target) if report.switched else None
+    recorded: list[Path] = []
+
+    def record(new_dir: Path) -> None:  # before the old cache is removed
+        recorded.append(config.set_cache_path(node.config, new_dir))
+
+    report = node.manager().relocate(target, on_switch=record)
+    written = recorded[0] if recorded else None
     if as_json:
         emit_json({"moved": report.moved, "failed": report.failed, "switched": report.switched,
                    "target": str(report.target), "config": str(written) if written else None})

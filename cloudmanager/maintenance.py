@@ -11,6 +11,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,9 +83,16 @@ class RelocateReport:
     switched: bool = False
 
 
-def relocate(cm: CloudManager, target: Path) -> RelocateReport:
+def relocate(cm: CloudManager, target: Path,
+             on_switch: Callable[[Path], object] | None = None) -> RelocateReport:
     """Move the cache to ``target``: copy each cached file, verify its SHA-256,
     switch to the new directory, then remove the old copies.
+
+    ``on_switch(target)`` records the new place where the next process will look
+    for it (the configuration file): it runs after every copy is verified and
+    before anything old is removed, so a crash at any moment leaves a
+    configuration that names a complete cache.  If it raises, nothing is
+    switched and the copies are removed.
 
     A file that cannot be moved is reported and stops counting as cached (a
     host holds it, so warm_up brings it back); if such a file is held by no
@@ -117,6 +125,12 @@ def relocate(cm: CloudManager, target: Path) -> RelocateReport:
         if set(report.failed) & pending:
             shutil.rmtree(target, ignore_errors=True)
             return report  # a file held by no host could not be moved: nothing switched
+        try:
+            if on_switch is not None:
+                on_switch(target)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
         cm.catalog.uncache(report.failed)
         cm.cache = Cache(target, cm.cache.lock)
         report.switched = True

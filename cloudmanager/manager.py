@@ -547,9 +547,11 @@ class CloudManager:
         ``from_hosts``, delete its copies from the hosts that can delete first."""
         return maintenance.forget(self, digest, from_hosts=from_hosts) if is_sha256(digest) else None
 
-    def relocate(self, target: str | os.PathLike[str]) -> maintenance.RelocateReport:
-        """Move the cache to another directory (copy, verify, switch, clean up)."""
-        return maintenance.relocate(self, Path(target))
+    def relocate(self, target: str | os.PathLike[str],
+                 on_switch: Callable[[Path], object] | None = None) -> maintenance.RelocateReport:
+        """Move the cache to another directory (copy, verify, switch, clean up);
+        ``on_switch(new_dir)`` records the new place before the old one is removed."""
+        return maintenance.relocate(self, Path(target), on_switch)
 
     def expire(self, *, force: bool = False) -> maintenance.ExpireReport:
         """Delete host copies older than their host's ``keep_days``, keeping last copies

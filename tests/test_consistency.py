@@ -10,6 +10,7 @@ import pytest
 
 from cloudmanager import CloudManager
 from cloudmanager.catalog import SCHEMA_VERSION, Catalog, CatalogError
+from cloudmanager.hosts import MemoryHost
 from tests.conftest import Factory
 
 DATA = Path(__file__).parent / "data"
@@ -147,3 +148,28 @@ def test_other_sqlite_files_and_garbage_are_refused(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(CatalogError):
         Catalog(garbage)
+
+
+def test_relocate_records_the_new_place_before_removing_the_old(
+        node: Factory, write: Callable[..., Path], tmp_path: Path) -> None:
+    host = MemoryHost("m")
+    cm = node(hosts=[host])
+    kept = cm.upload(write("kept", b"on a host"))
+    assert kept
+    host.objects.clear()
+    cm.catalog.drop_upload(kept, "m")  # now held by no host: the cache holds its only copy
+    old = cm.cache.root
+    seen: list[bool] = []
+
+    def refuse(new: Path) -> None:
+        tail = Path(kept[:2], kept[2:4], kept)
+        seen.append((old / tail).exists() and (new / tail).exists())
+        raise OSError("the configuration cannot be written")
+
+    with pytest.raises(OSError, match="cannot be written"):
+        cm.relocate(tmp_path / "new", on_switch=refuse)
+    assert seen == [True]  # both copies existed when the switch was to be recorded
+    assert not (tmp_path / "new").exists() and cm.cache.root == old and cm.on_cache(kept)
+    report = cm.relocate(tmp_path / "new", on_switch=lambda new: seen.append(old.exists()))
+    assert report.switched and seen == [True, True] and not old.exists()
+    assert Path(cm.warm_up(kept) or "").read_bytes() == b"on a host"

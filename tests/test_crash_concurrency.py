@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cloudmanager import CloudManager
+from tests.worker import current_cache
 
 ROOT = Path(__file__).parent.parent
 #: Kill points per run; the long run (tox -e torture) sets CM_CRASH_POINTS=2000.
@@ -25,9 +26,9 @@ WRITER_OPS = int(os.environ.get("CM_WRITER_OPS", "500"))
 CAPACITY = 160 * 1024
 
 
-def worker(tmp: Path, seed: int, ops: int, journal: Path) -> subprocess.Popen[bytes]:
+def worker(tmp: Path, seed: int, ops: int, journal: Path, *flags: str) -> subprocess.Popen[bytes]:
     args = [str(tmp / "catalog.sqlite3"), str(tmp / "cache"), str(CAPACITY), str(tmp / "vault"),
-            str(journal), str(seed), str(ops)]
+            str(journal), str(seed), str(ops), *flags]
     return subprocess.Popen([sys.executable, "-m", "tests.worker", *args], cwd=ROOT,
                             stderr=subprocess.PIPE)
 
@@ -36,10 +37,10 @@ def assert_consistent(tmp: Path, journals: list[Path], *, retrieve: bool = True)
     """Reopen the node: recovery at open, then check() finds nothing; totals exact, no
     temp files; (``retrieve``) every journaled file comes back.  Returns what the
     recovery at open mended."""
-    with CloudManager(tmp / "catalog.sqlite3", tmp / "cache", CAPACITY,
+    with CloudManager(tmp / "catalog.sqlite3", current_cache(str(tmp / "cache")), CAPACITY,
                       hosts=[(tmp / "vault").as_uri()]) as cm:
         mended = cm.last_repair.problems
-        on_disk = {p.name: p.stat().st_size for p in (tmp / "cache").rglob("*") if p.is_file()}
+        on_disk = {p.name: p.stat().st_size for p in cm.cache.root.rglob("*") if p.is_file()}
         assert not [name for name in on_disk if name.startswith(".tmp-")]
         assert on_disk == cm.catalog.cached_sizes()
         used, count = cm.catalog.usage()
@@ -120,7 +121,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, seed: int) -> N
     journal.touch()
     mended = 0
     for point in range(CRASH_POINTS):
-        proc = worker(tmp_path, seed=point + 1, ops=10_000, journal=journal)
+        proc = worker(tmp_path, point + 1, 10_000, journal, "relocate")
         time.sleep(rng.uniform(0.15, 0.5))
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate()

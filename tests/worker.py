@@ -1,9 +1,14 @@
 """A child process that works a node hard: used by the crash and concurrency tests.
 
-    python -m tests.worker CATALOG CACHE CAPACITY HOST_DIR JOURNAL SEED OPS
+    python -m tests.worker CATALOG CACHE CAPACITY HOST_DIR JOURNAL SEED OPS [relocate]
 
-Runs OPS random operations (upload, warm_up, evict, data_load, sync) on the
-node.  After each upload returns, its hash is appended to JOURNAL and fsynced:
+Runs OPS random operations (upload, warm_up, exists, evict, data_load, sync,
+and with ``relocate`` moving the cache between CACHE-a and CACHE-b) on the
+node.  With ``relocate``, the cache in use is the one named in the file
+CACHE.current, which relocation rewrites (atomically) before it removes the old
+cache, as ``cm relocate`` rewrites the configuration.
+
+After each upload returns, its hash is appended to JOURNAL and fsynced:
 the parent checks that every journaled file survives whatever happens next
 (a SIGKILL included).  Exit status 0 when every operation behaved.
 """
@@ -14,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,16 +32,44 @@ def content(seed: int, index: int) -> bytes:
     return f"{seed}:{index}:".encode() + rng.randbytes(rng.randint(1024, 48 * 1024))
 
 
+def current_cache(cache: str) -> Path:
+    """The cache directory in use: the one CACHE.current names, else CACHE itself."""
+    pointer = Path(f"{cache}.current")
+    return Path(pointer.read_text()) if pointer.exists() else Path(cache)
+
+
+def point_to(cache: str, target: Path) -> None:
+    """Name ``target`` in CACHE.current, atomically and durably."""
+    pointer = Path(f"{cache}.current")
+    partial = pointer.with_suffix(".partial")
+    with open(partial, "w") as out:
+        out.write(str(target))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, pointer)
+
+
+def relocate(cm: CloudManager, cache: str) -> None:
+    """Move the cache to the other of CACHE-a and CACHE-b."""
+    target = Path(f"{cache}-b" if cm.cache.root.name.endswith("-a") else f"{cache}-a")
+    shutil.rmtree(target, ignore_errors=True)  # what an earlier, killed relocation left
+    report = cm.relocate(target, on_switch=lambda new: point_to(cache, new))
+    if not report.switched or report.failed:
+        raise AssertionError(f"relocation failed: {report}")
+
+
 def main(argv: list[str]) -> int:
-    catalog, cache, capacity, host_dir, journal, seed, ops = argv
+    catalog, cache, capacity, host_dir, journal, seed, ops, *flags = argv
+    moving = "relocate" in flags
     rng = random.Random(int(seed))
     work = Path(journal).with_suffix(".files")
     work.mkdir(exist_ok=True)
     known: list[str] = []
-    with CloudManager(catalog, cache, int(capacity), hosts=[Path(host_dir).as_uri()]) as cm, \
+    with CloudManager(catalog, current_cache(cache), int(capacity), hosts=[Path(host_dir).as_uri()]) as cm, \
             open(journal, "a") as log:
         for index in range(int(ops)):
-            op = rng.choice(["upload"] * 4 + ["warm_up"] * 3 + ["exists", "evict", "load", "sync"])
+            op = rng.choice(["upload"] * 4 + ["warm_up"] * 3 + ["exists", "evict", "load", "sync"]
+                            + ["relocate"] * moving)
             if op == "upload" or not known:
                 data = content(int(seed), index)
                 path = work / f"file-{index}.bin"
@@ -58,6 +92,8 @@ def main(argv: list[str]) -> int:
                 if not cm.exists(rng.choice(known)):
                     print("a known file is not in the catalog", file=sys.stderr)
                     return 1
+            elif op == "relocate":
+                relocate(cm, cache)
             elif op == "evict":
                 cm.evict([rng.choice(known)])
             elif op == "load":
