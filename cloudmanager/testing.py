@@ -71,6 +71,20 @@ def host_error(action: Callable[[], object]) -> HostError:
     return caught.value
 
 
+def assert_refuses_locators(host: Host, locators: list[str]) -> None:
+    """Each locator (not one this host made) is refused, with ObjectMissing, by
+    download and, where the host has them, check and delete: nothing is touched."""
+    for bad in locators:
+        with pytest.raises(ObjectMissing, match="not a locator"):
+            get_bytes(host, bad)
+        if isinstance(host, Checker):
+            with pytest.raises(ObjectMissing, match="not a locator"):
+                host.check(bad)
+        if isinstance(host, Deleter):
+            with pytest.raises(ObjectMissing, match="not a locator"):
+                host.delete(bad)
+
+
 class HostConformance:
     """The conformance tests; a subclass provides ``host`` and ``broken_hosts``."""
 

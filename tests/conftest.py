@@ -75,3 +75,11 @@ def write(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """An empty per-test folder for local files to upload."""
+    folder = tmp_path / "local"
+    folder.mkdir()
+    return folder

@@ -49,13 +49,6 @@ def _script(folder: Path, body: str, name: str = "fake-rclone") -> Path:
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> Path:
-    folder = tmp_path / "local"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def dav_path() -> str:
     """A fresh folder on the WebDAV remote, per test."""
     return _fresh()

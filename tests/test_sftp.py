@@ -50,13 +50,6 @@ def remote(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> Path:
-    folder = tmp_path / "local"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def sftp_host(sshd_server: SshdServer, remote: Path) -> Iterator[SftpHost]:
     host = _make(sshd_server, remote)
     yield host
