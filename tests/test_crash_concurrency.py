@@ -135,6 +135,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, seed: int) -> N
         # The files returned since the last kill, and a sample of older ones; all at the end.
         mended += assert_consistent(tmp_path, [journal], start=0 if last else checked, older=rng)
         checked = len(journal.read_text().split())
+        if point % 100 == 99:
+            print(f"  {point + 1} kill points: {checked} returned uploads retrieved, "
+                  f"{mended} disagreements mended at open", flush=True)
     uploads = len(journal.read_text().split())
     print(f"{CRASH_POINTS} kill points: {uploads} returned uploads all retrievable, "
           f"{mended} disagreements mended by recovery at open, 0 left for check()")
