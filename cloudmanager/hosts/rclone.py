@@ -130,7 +130,10 @@ _PERMANENT = re.compile(r"(?i)knownhosts|host key|didn't find section|not found 
 _TIMEOUT = re.compile(r"(?i)timeout|timed out|deadline exceeded")
 _TRANSIENT = re.compile(r"(?i)connection refused|connection reset|broken pipe|\beof\b|no route to host"
                         r"|network is unreachable|connection closed|try again|temporar|too many requests"
-                        r"|\b(?:429|5\d\d) [A-Za-z]")
+                        r"|\b(?:429|5\d\d) [A-Za-z]"
+                        # two rclone processes making one folder at once: the loser's
+                        # sftp mkdir fails; run again, the folder is there then
+                        r"|mkParentDir failed")
 
 
 class _Failed(Exception):
