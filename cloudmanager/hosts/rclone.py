@@ -88,7 +88,7 @@ from ..errors import HostError, ObjectMissing
 from ..names import is_sha256
 from ..streams import Sink
 from .base import Checker, Deleter, Host
-from .registry import HostSpec, option
+from .registry import HostSpec, option, seconds
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -487,13 +487,6 @@ def _pump(stdout: IO[bytes], sink: Sink, patience: float) -> None:
 
 
 
-def _seconds(value: Any) -> float:
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("not a positive number of seconds")
-    return seconds
-
-
 def _attempts(value: Any) -> int:
     if isinstance(value, bool) or int(value) < 1:
         raise ValueError("not a count of attempts")
@@ -520,7 +513,7 @@ def from_spec(spec: HostSpec) -> Host:
         raise ValueError("the rclone option config must be a file path")
     return RcloneHost(remote, path, name=spec.name, config=config,
                       rclone=str(options.get("rclone") or "rclone"),
-                      timeout=option(options, "timeout", _seconds, DEFAULT_TIMEOUT, "rclone"),
+                      timeout=option(options, "timeout", seconds, DEFAULT_TIMEOUT, "rclone"),
                       retry=RetryPolicy.from_options(options),
                       low_level_retries=option(options, "low_level_retries", _attempts, None, "rclone"),
                       flags=option(options, "flags", _flags, [], "rclone"), token=spec.token)

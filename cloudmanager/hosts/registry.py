@@ -16,6 +16,7 @@ same host.  Other query parameters are options of the kind, merged with the
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -64,6 +65,14 @@ def option(options: Mapping[str, Any], key: str, convert: Callable[[Any], T], de
         return convert(value)
     except (TypeError, ValueError):
         raise ValueError(f"the {kind} option {key} has a bad value: {str(value)[:40]!r}") from None
+
+
+def seconds(value: Any) -> float:
+    """An option converter: a positive, finite number of seconds."""
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("not a positive number of seconds")
+    return number
 
 
 Factory = Callable[[HostSpec], Host]

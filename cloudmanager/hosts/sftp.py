@@ -79,7 +79,7 @@ from paramiko.ssh_exception import NoValidConnectionsError
 from ..errors import HostError, ObjectMissing
 from ..streams import Sink
 from .base import Checker, Deleter, Host
-from .registry import HostSpec, option
+from .registry import HostSpec, option, seconds
 from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -739,13 +739,6 @@ def _path_option(options: Mapping[str, Any], key: str) -> str | None:
     return os.fspath(value)
 
 
-def _seconds(value: Any) -> float:
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("not a positive number of seconds")
-    return seconds
-
-
 def from_spec(spec: HostSpec) -> Host:
     """``sftp://user@host:port/path``: a folder on an SSH server."""
     parts = spec.parts
@@ -777,7 +770,7 @@ def from_spec(spec: HostSpec) -> Host:
         if _path_option(options, "key_file"):
             raise ValueError("give the private key as token or as key_file, not both")
         key = _load_key_text(key_text, password)  # a password, if any, unlocks it
-    timeout = option(options, "timeout", _seconds, DEFAULT_TIMEOUT, "sftp")
+    timeout = option(options, "timeout", seconds, DEFAULT_TIMEOUT, "sftp")
     connections = option(options, "connections", int, DEFAULT_CONNECTIONS, "sftp")
     return SftpHost(parts.hostname, spec.path, user=user, port=port, password=password, key=key,
                     key_file=_path_option(options, "key_file"),
