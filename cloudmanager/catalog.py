@@ -26,7 +26,7 @@ from .errors import CloudManagerError
 from .records import CacheEntry, FileRecord, Upload
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Connection settings, in one place: how long a writer waits for another
 #: before failing, and the pragmas every connection runs.
@@ -55,6 +55,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
            UPDATE files SET seq = numbered.n FROM numbered WHERE numbered.hash = files.hash""",
         "UPDATE state SET seq = (SELECT count(*) FROM files)",
     ),
+    # 2 -> 3: the peers table (cursors of catalog sync over HTTP).
+    2: ("@schema",),
 }
 
 
@@ -668,6 +670,46 @@ class Catalog:
         """Files held by fewer than ``copies`` hosts."""
         return [r[0] for r in self._db.execute(
             "SELECT hash FROM files WHERE copies < ? ORDER BY hash", (copies,))]
+
+    def changes(self, since: int, limit: int) -> tuple[list[FileRecord], int, bool]:
+        """Records changed after change sequence number ``since``, oldest change first:
+        at most ``limit`` of them, the cursor to ask from next, and whether more remain.
+
+        Writers are serialized and number their changes inside their transaction,
+        so a reader never sees a later number before an earlier one commits."""
+        rows = self._db.execute(
+            "SELECT hash, seq FROM files WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit + 1)
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if not rows:
+            return [], since, False
+        wanted = [r[0] for r in rows]
+        found = {record.hash: record for record in self._group(self._db.execute(
+            """SELECT f.hash, f.name, f.size, f.datetime, u.host, u.url, u.error
+                 FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+                WHERE f.hash IN (SELECT value FROM json_each(?))
+                ORDER BY f.hash, u.host""", (_json_list(wanted),)))}
+        return [found[d] for d in wanted if d in found], int(rows[-1][1]), more
+
+    def peer_cursors(self, url: str) -> tuple[int, int]:
+        """(last sequence number pulled from the peer at ``url``, last of ours pushed to it)."""
+        row = self._db.execute("SELECT pulled, pushed FROM peers WHERE url = ?", (url,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def set_peer_cursor(self, url: str, *, pulled: int | None = None, pushed: int | None = None) -> None:
+        """Remember how far the exchange with the peer at ``url`` went."""
+        with self._write() as db:
+            db.execute(
+                """INSERT INTO peers (url, pulled, pushed) VALUES (:url, coalesce(:pulled, 0),
+                          coalesce(:pushed, 0))
+                   ON CONFLICT (url) DO UPDATE SET pulled = coalesce(:pulled, pulled),
+                                                   pushed = coalesce(:pushed, pushed)""",
+                {"url": url, "pulled": pulled, "pushed": pushed})
+
+    def sequence(self) -> int:
+        """The last change sequence number given."""
+        return int(self._db.execute("SELECT seq FROM state WHERE id = 0").fetchone()[0])
 
     def drop_upload(self, digest: str, host: str) -> None:
         """Forget ``host``'s entry for a file (its copy was deleted)."""

@@ -54,3 +54,11 @@ class ObjectMissing(HostError):
 
 class HostUnsupported(HostError):
     """The host cannot do what was asked (delete, check) by its nature."""
+
+
+class HashMismatch(CloudManagerError, ValueError):
+    """Bytes received under a SHA-256 that is not theirs (nothing was kept)."""
+
+
+class CacheFull(CloudManagerError):
+    """A file that cannot fit the cache, even after evicting every evictable file."""

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Literal
 from . import maintenance, payload
 from .cache import Cache, TempFile
 from .catalog import Catalog, Listed
-from .errors import HostError, InvalidDump, ObjectMissing, Unavailable
+from .errors import CacheFull, HashMismatch, HostError, InvalidDump, InvalidHash, ObjectMissing, Unavailable
 from .hosts import Host, make_hosts
 from .locking import FileLock
 from .names import clean_name, is_sha256
@@ -130,6 +130,7 @@ class CloudManager:
         lock = FileLock(Path(f"{os.fspath(database_path)}.lock"))
         self.cache = Cache(Path(storage_path), lock)
         self._pool: ThreadPoolExecutor | None = None
+        self._background: ThreadPoolExecutor | None = None  # sends of accepted files
         self._pool_guard = threading.Lock()
         self.last_repair = self.repair()
 
@@ -137,6 +138,9 @@ class CloudManager:
 
     def close(self) -> None:
         """Finish pending work and release the catalog, the threads and the hosts."""
+        if self._background is not None:
+            self._background.shutdown(wait=True)
+            self._background = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -248,6 +252,61 @@ class CloudManager:
             return [self.upload(source, progress) for source in sources]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudmanager-upload") as pool:
             return list(pool.map(lambda source: self.upload(source, progress), sources))
+
+    def accept(self, source: BinaryIO, name: str, digest: str) -> str:
+        """Keep the bytes read from ``source`` (to its end) as the file ``digest``.
+
+        For bytes arriving from elsewhere (another node's PUT): they are written
+        to the cache while hashed, and kept only when their SHA-256 is
+        ``digest``; then recorded as cached, and sent to this node's active
+        hosts in the background (until then the file is never evicted).  Known
+        content is kept once.  Raises InvalidHash for a malformed ``digest``,
+        HashMismatch when the bytes are other ones, CacheFull when they cannot
+        fit the cache; in every failure (an OSError from ``source`` too)
+        nothing is kept.
+        """
+        if not is_sha256(digest):
+            raise InvalidHash(f"not a SHA-256: {digest[:80]!r}")
+        try:
+            name = clean_name(name)
+        except ValueError:
+            name = digest
+        entry = self.catalog.entry(digest)
+        with self.cache.temp() as temp:
+            try:
+                got, size = copy_hashing(source, temp.file)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename is None:
+                    raise CacheFull(f"{digest}: the cache's disk is full") from None
+                raise
+            if got != digest:
+                raise HashMismatch(f"the bytes received have SHA-256 {got}, not {digest}")
+            if entry is not None and entry.cached:
+                self.catalog.touch(digest)
+                return digest
+            record = FileRecord(digest, name, size, int(time.time()))
+            if size > self.capacity:
+                raise CacheFull(f"{digest}: {size} bytes are more than the cache's {self.capacity}")
+            if not self._place(temp, record):
+                raise CacheFull(f"{digest}: {size} bytes do not fit the cache now (it is full of "
+                                "pinned files and files no host holds yet)")
+        if entry is None:
+            with self._pool_guard:
+                if self._background is None:
+                    self._background = ThreadPoolExecutor(max_workers=2,
+                                                          thread_name_prefix="cloudmanager-accept")
+                self._background.submit(self._send_cached, record)
+        return digest
+
+    def _send_cached(self, record: FileRecord) -> None:
+        """Send a cached file to the active hosts (a background job of :meth:`accept`)."""
+        try:
+            with self.cache.hold(record.hash) as copy:
+                self._send(record, copy, self.active_hosts)
+        except FileNotFoundError:  # evicted or forgotten meanwhile: nothing left to send
+            log.info("%s left the cache before it was sent", record.hash)
+        except Exception:  # a background job has no caller to raise to
+            log.exception("sending %s to the hosts failed", record.hash)
 
     @staticmethod
     def _new_record(source: Path, digest: str, size: int) -> FileRecord:
@@ -492,6 +551,16 @@ class CloudManager:
             index = parsed.position_of(str(clash))
             raise InvalidDump("filesize disagrees with the catalog", index, "filesize") from None
         return result.added + result.changed
+
+    def changes(self, since: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int, bool]:
+        """Records changed after the change sequence number ``since``, in format "0.2":
+        at most ``limit``, the cursor to ask from next, and whether more remain."""
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise ValueError(f"since must be a change number >= 0, not {since!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit!r}")
+        records, cursor, more = self.catalog.changes(since, limit)
+        return [payload.to_dict(r) for r in records], cursor, more
 
     def import_dump(self, text: str | bytes) -> LoadReport:
         """Merge what is valid in a dump, and report the rest instead of refusing it all.

@@ -1,4 +1,4 @@
--- cloudmanager catalog schema (SQLite). Version 2: see PRAGMA user_version below.
+-- cloudmanager catalog schema (SQLite). Version 3: see PRAGMA user_version below.
 --
 -- Every file is known by its SHA-256.  `files` holds what a dump carries (name,
 -- size, time) and the local cache state; `uploads` holds, per host, the URL a
@@ -66,6 +66,14 @@ CREATE TABLE IF NOT EXISTS state (
 );
 INSERT OR IGNORE INTO state (id) VALUES (0);
 
+-- Other nodes this one syncs its catalog with over HTTP: the last change
+-- sequence number pulled from each (theirs) and pushed to each (ours).
+CREATE TABLE IF NOT EXISTS peers (
+    url      TEXT PRIMARY KEY,
+    pulled   INTEGER NOT NULL DEFAULT 0,
+    pushed   INTEGER NOT NULL DEFAULT 0
+);
+
 -- Running totals of the cache, in the same transaction as the rows.
 CREATE TRIGGER IF NOT EXISTS files_usage_insert AFTER INSERT ON files
 WHEN NEW.cached = 1
@@ -125,4 +133,4 @@ BEGIN
      WHERE hash = OLD.hash;
 END;
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
