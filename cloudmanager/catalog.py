@@ -96,6 +96,10 @@ class MergeResult:
     added: int
     changed: int
     clashes: tuple[str, ...] = ()  # hashes whose size disagreed with the catalog (left out)
+    #: The change sequence numbers this merge gave: (first_seq, last_seq]; equal when it
+    #: changed nothing.  A peer that sent the records need not pull those changes back.
+    first_seq: int = 0
+    last_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -614,7 +618,7 @@ class Catalog:
             db.execute("DELETE FROM load_files")
             db.execute("DELETE FROM load_uploads")
             db.execute("DELETE FROM load_changed")
-            return MergeResult(int(added), int(changed), clashes)
+            return MergeResult(int(added), int(changed), clashes, int(base), int(base + added + changed))
 
     # -- listings and figures -------------------------------------------------------
 

@@ -41,6 +41,9 @@ class LoadReport:
     added: int
     changed: int
     rejected: list[payload.Rejected]
+    #: The change sequence numbers the merge gave in this catalog: (first_seq, last_seq].
+    first_seq: int = 0
+    last_seq: int = 0
 
 
 @dataclass
@@ -562,12 +565,14 @@ class CloudManager:
         records, cursor, more = self.catalog.changes(since, limit)
         return [payload.to_dict(r) for r in records], cursor, more
 
-    def import_dump(self, text: str | bytes) -> LoadReport:
+    def import_dump(self, dump: str | bytes | list[Any]) -> LoadReport:
         """Merge what is valid in a dump, and report the rest instead of refusing it all.
 
-        Raises InvalidDump only when the document is not a dump at all.
+        ``dump`` is JSON text, or a list of records already decoded from JSON
+        (validated all the same).  Raises InvalidDump only when the document is
+        not a dump at all.
         """
-        parsed = payload.parse(text)
+        parsed = payload.validate(dump) if isinstance(dump, list) else payload.parse(dump)
         result = self.catalog.merge(parsed.records, skip_clashes=True)
         rejected = list(parsed.rejected)
         clashes = set(result.clashes)
@@ -577,7 +582,7 @@ class CloudManager:
                 rejected.append(payload.Rejected(position, "filesize", "disagrees with the catalog",
                                                  payload.to_dict(record)))
         rejected.sort(key=lambda r: r.index)
-        return LoadReport(result.added, result.changed, rejected)
+        return LoadReport(result.added, result.changed, rejected, result.first_seq, result.last_seq)
 
     # -- figures ----------------------------------------------------------------------
 

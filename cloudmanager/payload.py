@@ -167,6 +167,13 @@ def parse(text: str | bytes) -> Parsed:
             document = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidDump(f"not JSON: {exc}") from None
+    return validate(document)
+
+
+def validate(document: object) -> Parsed:
+    """Validate a dump already decoded from JSON (a list of records, or one record).
+
+    Raises InvalidDump when it is not a dump at all."""
     if isinstance(document, dict):
         document = [document]
     if not isinstance(document, list):

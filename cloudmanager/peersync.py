@@ -1,0 +1,119 @@
+"""Catalog sync between nodes over HTTP: pull another node's changes, push ours.
+
+Each catalog numbers its changes (the change sequence); a node remembers, per
+peer, the last of the peer's numbers it pulled and the last of its own it
+pushed, so a repeated exchange moves nothing.  What arrives is merged exactly as
+``data_load`` merges a dump: validated as hostile input, then a union.
+
+A merge numbers its own changes too, so records pulled from a peer would be
+pushed back to it (and pushed ones pulled back) on the next exchange.  The merge
+reports the numbers it gave, (first, last]; when all of this side's changes up
+to ``first`` had already reached the peer, the ones up to ``last`` came from the
+peer and need not go back: the cursor jumps over them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import CloudManagerError
+
+if TYPE_CHECKING:
+    from .manager import CloudManager
+
+#: Records per page, each way.
+PAGE = 2000
+
+
+class PeerError(CloudManagerError):
+    """A peer answered something a catalog sync cannot use."""
+
+
+class CatalogPeer(Protocol):
+    """The two calls a catalog sync makes to another node (NodeClient has them)."""
+
+    def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+        """The peer's records changed after ``since``: (records, next cursor, more remain)."""
+
+    def push_catalog(self, text: str) -> dict[str, Any]:
+        """Send records (a JSON dump) to merge; the peer's report of the merge."""
+
+
+@dataclass
+class Exchange:
+    """What one direction of a catalog sync did."""
+
+    peer: str
+    direction: str  # "pull" or "push"
+    records: int = 0  # records moved over the wire
+    added: int = 0  # files new to the receiving catalog
+    changed: int = 0  # files the receiving catalog learned something about
+    rejected: int = 0  # records the receiving side refused
+    cursor: int = 0  # the cursor remembered for next time
+
+
+def _number(answer: dict[str, Any], key: str) -> int:
+    value = answer.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PeerError(f"the peer's answer has a bad {key!r}: {str(value)[:40]!r}")
+    return value
+
+
+def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE,
+         progress: Callable[[int], object] | None = None) -> Exchange:
+    """Merge the peer's changes since the last pull; ``key`` names the peer (its URL).
+
+    The cursor is saved after each page, so an interrupted pull goes on from
+    there.  ``progress`` is called with the number of records of each page.
+    """
+    catalog = manager.catalog
+    since, pushed = catalog.peer_cursors(key)
+    exchange = Exchange(key, "pull", cursor=since)
+    while True:
+        records, cursor, more = peer.catalog_page(since, page)
+        if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < since:
+            raise PeerError(f"the peer's change cursor went from {since} to {str(cursor)[:20]!r}: "
+                            "was its catalog replaced?")
+        report = manager.import_dump(records)
+        exchange.records += len(records)
+        exchange.added += report.added
+        exchange.changed += report.changed
+        exchange.rejected += len(report.rejected)
+        if pushed == report.first_seq:  # what the merge changed came from the peer
+            pushed = report.last_seq
+        catalog.set_peer_cursor(key, pulled=cursor, pushed=pushed)
+        exchange.cursor = since = cursor
+        if progress is not None:
+            progress(len(records))
+        if not more or not records:
+            return exchange
+
+
+def push(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE,
+         progress: Callable[[int], object] | None = None) -> Exchange:
+    """Send the peer this catalog's changes since the last push."""
+    catalog = manager.catalog
+    pulled, since = catalog.peer_cursors(key)
+    exchange = Exchange(key, "push", cursor=since)
+    while True:
+        records, cursor, more = manager.changes(since, page)
+        if not records:
+            return exchange
+        answer = peer.push_catalog(json.dumps(records, ensure_ascii=False))
+        if not isinstance(answer, dict):
+            raise PeerError("the peer's answer to a push is not a JSON object")
+        exchange.records += len(records)
+        exchange.added += _number(answer, "added")
+        exchange.changed += _number(answer, "changed")
+        exchange.rejected += _number(answer, "rejected")
+        if "first_seq" in answer and pulled == _number(answer, "first_seq"):
+            pulled = _number(answer, "last_seq")  # the peer's changes from our records
+        catalog.set_peer_cursor(key, pulled=pulled, pushed=cursor)
+        exchange.cursor = since = cursor
+        if progress is not None:
+            progress(len(records))
+        if not more:
+            return exchange
