@@ -21,12 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .errors import CloudManagerError
-from .records import CacheEntry, FileRecord, Upload
+from .records import CacheEntry, FileRecord, Share, Upload
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Connection settings, in one place: how long a writer waits for another
 #: before failing, and the pragmas every connection runs.
@@ -57,6 +58,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 2 -> 3: the peers table (cursors of catalog sync over HTTP).
     2: ("@schema",),
+    # 3 -> 4: encrypted copies, and erasure-coded shares of spread files.
+    3: (
+        "ALTER TABLE uploads ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0 CHECK (encrypted IN (0, 1))",
+        "ALTER TABLE files ADD COLUMN spread_k INTEGER",
+        "ALTER TABLE files ADD COLUMN spread_n INTEGER",
+        "@schema",
+    ),
 }
 
 
@@ -114,6 +122,8 @@ class Listed:
     pinned: bool
     held: int  # hosts (of those asked about) holding a copy
     tried: int  # hosts (of those asked about) with an entry, copy or error
+    spread: tuple[int, int] | None = None  # (K, N) of a spread file
+    shares: int = 0  # shares held, of a spread file
 
 
 @dataclass(frozen=True)
@@ -266,33 +276,43 @@ class Catalog:
     def record(self, digest: str) -> FileRecord | None:
         """The exchangeable record of one file (name, size, time, uploads), or None."""
         rows = self._db.execute(
-            """SELECT f.hash, f.name, f.size, f.datetime, u.host, u.url, u.error
-                 FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+            f"""SELECT {_RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
                 WHERE f.hash = ? ORDER BY u.host""",
             (digest,),
         ).fetchall()
-        return next(self._group(rows), None)
+        shares = self._db.execute(f"SELECT {_SHARE_COLUMNS} FROM shares WHERE hash = ? ORDER BY idx",
+                                  (digest,))
+        return next(self._group(rows, shares), None)
 
     def records(self) -> Iterator[FileRecord]:
         """Every record, in hash order, streamed."""
         cursor = self._db.execute(
-            """SELECT f.hash, f.name, f.size, f.datetime, u.host, u.url, u.error
-                 FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+            f"""SELECT {_RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
                 ORDER BY f.hash, u.host"""
         )
-        yield from self._group(cursor)
+        shares = self._db.execute(f"SELECT {_SHARE_COLUMNS} FROM shares ORDER BY hash, idx")
+        yield from self._group(cursor, shares)
 
     @staticmethod
-    def _group(rows: Iterable[Sequence[object]]) -> Iterator[FileRecord]:
-        for _, group in itertools.groupby(rows, key=lambda row: row[0]):
+    def _group(rows: Iterable[Sequence[Any]], shares: Iterable[Sequence[Any]] = ()) -> Iterator[FileRecord]:
+        """Records from rows of files joined with uploads, and rows of shares, both in
+        hash order (merged as they stream)."""
+        share_rows = itertools.groupby(shares, key=lambda row: row[0])
+        pending = next(share_rows, None)
+        for digest, group in itertools.groupby(rows, key=lambda row: row[0]):
             items = list(group)
             first = items[0]
-            uploads = tuple(
-                Upload(str(host), url, error)  # type: ignore[arg-type]
-                for _, _, _, _, host, url, error in items
-                if host is not None
-            )
-            yield FileRecord(str(first[0]), str(first[1]), int(first[2]), int(first[3]), uploads)  # type: ignore[call-overload]
+            uploads = tuple(Upload(row[4], row[5], row[6], bool(row[7]))
+                            for row in items if row[4] is not None)
+            found: list[Share] = []
+            while pending is not None and pending[0] < digest:
+                pending = next(share_rows, None)
+            if pending is not None and pending[0] == digest:
+                found = [Share(r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in pending[1]]
+                pending = next(share_rows, None)
+            spread = (int(first[8]), int(first[9])) if first[8] is not None else None
+            yield FileRecord(str(first[0]), str(first[1]), int(first[2]), int(first[3]), uploads,
+                             spread, tuple(found))
 
     def usage(self) -> tuple[int, int]:
         """(cached bytes, cached files), read from the running totals: constant time."""
@@ -467,6 +487,8 @@ class Catalog:
             )
             for upload in record.uploads:
                 self._set_upload(db, record.hash, upload, keep_url=True)
+            if record.spread is not None:
+                self._set_shares(db, record.hash, record.spread, record.shares)
             return cur.rowcount > 0
 
     def forget(self, digest: str) -> bool:
@@ -478,12 +500,54 @@ class Catalog:
     def _set_upload(db: sqlite3.Connection, digest: str, upload: Upload, *, keep_url: bool) -> None:
         """Upsert one host entry; with ``keep_url`` an error does not replace a URL."""
         db.execute(
-            f"""INSERT INTO uploads (hash, host, url, error, time) VALUES (?, ?, ?, ?, ?)
+            f"""INSERT INTO uploads (hash, host, url, error, time, encrypted) VALUES (?, ?, ?, ?, ?, ?)
                ON CONFLICT (hash, host) DO UPDATE
-               SET url = excluded.url, error = excluded.error, time = excluded.time
+               SET url = excluded.url, error = excluded.error, time = excluded.time,
+                   encrypted = excluded.encrypted
                {"WHERE excluded.url IS NOT NULL OR uploads.url IS NULL" if keep_url else ""}""",
-            (digest, upload.host, upload.url, upload.error, int(time.time())),
+            (digest, upload.host, upload.url, upload.error, int(time.time()), int(upload.encrypted)),
         )
+
+    @staticmethod
+    def _set_shares(db: sqlite3.Connection, digest: str, spread: tuple[int, int],
+                    shares: Iterable[Share], *, keep_url: bool = True) -> None:
+        """Record shares of a spread file (the spread is set if the file had none);
+        shares of another spread than the file's are left out."""
+        db.execute("UPDATE files SET spread_k = ?, spread_n = ? WHERE hash = ? AND spread_k IS NULL",
+                   (spread[0], spread[1], digest))
+        for share in shares:
+            db.execute(
+                f"""INSERT INTO shares (hash, idx, host, url, error, digest, size, encrypted, time)
+                   SELECT :hash, :idx, :host, :url, :error, :digest, :size, :encrypted, :time
+                     FROM files WHERE hash = :hash AND spread_k = :k AND spread_n = :n
+                   ON CONFLICT (hash, idx) DO UPDATE
+                   SET host = excluded.host, url = excluded.url, error = excluded.error,
+                       digest = excluded.digest, size = excluded.size, encrypted = excluded.encrypted,
+                       time = excluded.time
+                   {"WHERE excluded.url IS NOT NULL OR shares.url IS NULL" if keep_url else ""}""",
+                {"hash": digest, "idx": share.index, "host": share.host, "url": share.url,
+                 "error": share.error, "digest": share.digest, "size": share.size,
+                 "encrypted": int(share.encrypted), "time": int(time.time()), "k": spread[0], "n": spread[1]},
+            )
+
+    def record_shares(self, digest: str, spread: tuple[int, int], shares: Sequence[Share],
+                      sent: int = 0) -> None:
+        """Record where a spread file's shares went (and each host's health).  Not
+        fsynced, as :meth:`record_upload`."""
+        with self._write(durable=False) as db:
+            self._set_shares(db, digest, spread, shares)
+            for share in shares:
+                self._note_host(db, share.host, share.error, sent=share.size if share.ok else 0)
+
+    def share_lost(self, digest: str, index: int, error: str, fetched: int = 0) -> None:
+        """Record that a share's host does not give it back right (gone, or wrong bytes)."""
+        with self._write() as db:
+            row = db.execute("SELECT host FROM shares WHERE hash = ? AND idx = ?", (digest, index)).fetchone()
+            if row is None:
+                return
+            db.execute("UPDATE shares SET url = NULL, error = ?, time = ? WHERE hash = ? AND idx = ?",
+                       (error, int(time.time()), digest, index))
+            self._note_host(db, row[0], error, fetched=fetched)
 
     def record_upload(self, digest: str, upload: Upload, sent: int = 0) -> None:
         """Record one host's result for one file, and the host's health and traffic.
@@ -545,32 +609,51 @@ class Catalog:
         ``skip_clashes`` those records are left out and reported.
         """
         with self._write() as db:
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS load_files "
-                       "(hash TEXT PRIMARY KEY, name TEXT, size INTEGER, datetime INTEGER) WITHOUT ROWID")
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS load_uploads "
-                       "(hash TEXT, host TEXT, url TEXT, error TEXT, PRIMARY KEY (hash, host)) WITHOUT ROWID")
-            db.execute("DELETE FROM load_files")
-            db.execute("DELETE FROM load_uploads")
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS load_files (hash TEXT PRIMARY KEY, name TEXT, "
+                       "size INTEGER, datetime INTEGER, spread_k INTEGER, spread_n INTEGER) WITHOUT ROWID")
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS load_uploads (hash TEXT, host TEXT, url TEXT, "
+                       "error TEXT, encrypted INTEGER, PRIMARY KEY (hash, host)) WITHOUT ROWID")
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS load_shares (hash TEXT, idx INTEGER, host TEXT, "
+                       "url TEXT, error TEXT, digest TEXT, size INTEGER, encrypted INTEGER, "
+                       "PRIMARY KEY (hash, idx)) WITHOUT ROWID")
+            for table in ("load_files", "load_uploads", "load_shares"):
+                db.execute(f"DELETE FROM {table}")
             records = sorted(records, key=lambda r: r.hash)  # key order: far fewer page splits
             db.executemany(
-                "INSERT INTO load_files VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                ((r.hash, r.name, r.size, r.datetime) for r in records),
+                "INSERT INTO load_files VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                ((r.hash, r.name, r.size, r.datetime, *(r.spread or (None, None))) for r in records),
             )
             db.executemany(
-                """INSERT INTO load_uploads VALUES (?, ?, ?, ?) ON CONFLICT (hash, host) DO UPDATE
+                """INSERT INTO load_uploads VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash, host) DO UPDATE
                    SET url = coalesce(load_uploads.url, excluded.url),
+                       encrypted = CASE WHEN load_uploads.url IS NULL THEN excluded.encrypted
+                                        ELSE load_uploads.encrypted END,
                        error = CASE WHEN coalesce(load_uploads.url, excluded.url) IS NULL
                                     THEN load_uploads.error END""",
-                ((r.hash, u.host, u.url, u.error) for r in records
+                ((r.hash, u.host, u.url, u.error, int(u.encrypted)) for r in records
                  for u in sorted(r.uploads, key=lambda u: u.host)),
+            )
+            db.executemany(
+                """INSERT INTO load_shares SELECT ?, ?, ?, ?, ?, ?, ?, ? FROM load_files
+                    WHERE hash = ?1 AND spread_k = ? AND spread_n = ?
+                   ON CONFLICT (hash, idx) DO NOTHING""",
+                ((r.hash, sh.index, sh.host, sh.url, sh.error, sh.digest, sh.size, int(sh.encrypted),
+                  *(r.spread or (0, 0))) for r in records for sh in r.shares),
             )
             clashes = tuple(row[0] for row in db.execute(
                 """SELECT l.hash FROM load_files l JOIN files f ON f.hash = l.hash
                     WHERE f.size <> l.size ORDER BY l.hash"""))
             if clashes and not skip_clashes:
                 raise ValueError(clashes[0])
-            db.executemany("DELETE FROM load_files WHERE hash = ?", ((h,) for h in clashes))
-            db.executemany("DELETE FROM load_uploads WHERE hash = ?", ((h,) for h in clashes))
+            for table in ("load_files", "load_uploads", "load_shares"):
+                db.executemany(f"DELETE FROM {table} WHERE hash = ?", ((h,) for h in clashes))
+            # Shares of a file this catalog knows under another spread are left out.
+            db.execute(
+                """DELETE FROM load_shares WHERE hash IN (
+                       SELECT l.hash FROM load_files l JOIN files f ON f.hash = l.hash
+                        WHERE f.spread_k IS NOT NULL
+                          AND (l.spread_k IS NULL OR f.spread_k <> l.spread_k
+                               OR f.spread_n <> l.spread_n))""")
             # The files this merge adds or changes (a new host entry, or a URL for an error).
             db.execute("CREATE TEMP TABLE IF NOT EXISTS load_changed "
                        "(hash TEXT PRIMARY KEY, added INTEGER) WITHOUT ROWID")
@@ -584,6 +667,11 @@ class Catalog:
                             LEFT JOIN uploads u ON u.hash = lu.hash AND u.host = lu.host
                            WHERE lu.hash = l.hash
                              AND (u.hash IS NULL OR (u.url IS NULL AND lu.url IS NOT NULL)))
+                       OR EXISTS (
+                          SELECT 1 FROM load_shares ls
+                            LEFT JOIN shares s ON s.hash = ls.hash AND s.idx = ls.idx
+                           WHERE ls.hash = l.hash
+                             AND (s.hash IS NULL OR (s.url IS NULL AND ls.url IS NOT NULL)))
                     ORDER BY hash"""
             )
             added, changed = db.execute(
@@ -593,31 +681,47 @@ class Catalog:
             # in this same transaction, for all the changed files at once.
             db.execute("UPDATE state SET bulk = 1 WHERE id = 0")
             db.execute(
-                """INSERT INTO files (hash, name, size, datetime)
-                   SELECT hash, name, size, datetime FROM load_files WHERE true ORDER BY hash
-                   ON CONFLICT (hash) DO NOTHING"""
+                """INSERT INTO files (hash, name, size, datetime, spread_k, spread_n)
+                   SELECT hash, name, size, datetime, spread_k, spread_n FROM load_files
+                    WHERE true ORDER BY hash
+                   ON CONFLICT (hash) DO UPDATE
+                   SET spread_k = excluded.spread_k, spread_n = excluded.spread_n
+                   WHERE files.spread_k IS NULL AND excluded.spread_k IS NOT NULL"""
+            )
+            now = int(time.time())
+            db.execute(
+                """INSERT INTO uploads (hash, host, url, error, time, encrypted)
+                   SELECT hash, host, url, error, ?, encrypted FROM load_uploads
+                    WHERE true ORDER BY hash, host
+                   ON CONFLICT (hash, host) DO UPDATE
+                   SET url = excluded.url, error = NULL, time = excluded.time, encrypted = excluded.encrypted
+                   WHERE uploads.url IS NULL AND excluded.url IS NOT NULL""",
+                (now,),
             )
             db.execute(
-                """INSERT INTO uploads (hash, host, url, error, time)
-                   SELECT hash, host, url, error, ? FROM load_uploads WHERE true ORDER BY hash, host
-                   ON CONFLICT (hash, host) DO UPDATE
-                   SET url = excluded.url, error = NULL, time = excluded.time
-                   WHERE uploads.url IS NULL AND excluded.url IS NOT NULL""",
-                (int(time.time()),),
+                """INSERT INTO shares (hash, idx, host, url, error, digest, size, encrypted, time)
+                   SELECT hash, idx, host, url, error, digest, size, encrypted, ? FROM load_shares
+                    WHERE true ORDER BY hash, idx
+                   ON CONFLICT (hash, idx) DO UPDATE
+                   SET host = excluded.host, url = excluded.url, error = NULL, digest = excluded.digest,
+                       size = excluded.size, encrypted = excluded.encrypted, time = excluded.time
+                   WHERE shares.url IS NULL AND excluded.url IS NOT NULL""",
+                (now,),
             )
             base = db.execute("SELECT seq FROM state WHERE id = 0").fetchone()[0]
             db.execute(
                 """UPDATE files
-                      SET copies = (SELECT count(u.url) FROM uploads u WHERE u.hash = files.hash),
+                      SET copies = (SELECT count(u.url) FROM uploads u WHERE u.hash = files.hash)
+                                 + coalesce((SELECT count(s.url) FROM shares s WHERE s.hash = files.hash)
+                                            >= files.spread_k, 0),
                           seq = :base + c.n
                      FROM (SELECT hash, row_number() OVER (ORDER BY hash) AS n FROM load_changed) AS c
                     WHERE files.hash = c.hash""",
                 {"base": base},
             )
             db.execute("UPDATE state SET seq = seq + ?, bulk = 0 WHERE id = 0", (added + changed,))
-            db.execute("DELETE FROM load_files")
-            db.execute("DELETE FROM load_uploads")
-            db.execute("DELETE FROM load_changed")
+            for table in ("load_files", "load_uploads", "load_shares", "load_changed"):
+                db.execute(f"DELETE FROM {table}")
             return MergeResult(int(added), int(changed), clashes, int(base), int(base + added + changed))
 
     # -- listings and figures -------------------------------------------------------
@@ -630,7 +734,8 @@ class Catalog:
         """
         query = """
             SELECT f.hash, f.name, f.size, f.datetime, f.cached, f.pinned,
-                   count(u.url) AS held, count(u.host) AS tried
+                   count(u.url) AS held, count(u.host) AS tried, f.spread_k, f.spread_n,
+                   (SELECT count(s.url) FROM shares s WHERE s.hash = f.hash) AS shares
               FROM files f
               LEFT JOIN uploads u ON u.hash = f.hash AND u.host IN (SELECT value FROM json_each(:hosts))
              WHERE (:cached = 0 OR f.cached = 1)
@@ -639,7 +744,9 @@ class Catalog:
              ORDER BY f.name, f.hash"""
         params = {"hosts": _json_list(hosts), "cached": int(cached_only), "pending": int(pending_only)}
         for row in self._db.execute(query, params):
-            yield Listed(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6], row[7])
+            spread = (row[8], row[9]) if row[8] is not None else None
+            yield Listed(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6], row[7],
+                         spread, row[10])
 
     def counts(self, hosts: Sequence[str]) -> dict[str, int]:
         """files, cached, pinned, and pending (not on every one of ``hosts``)."""
@@ -690,10 +797,11 @@ class Catalog:
             return [], since, False
         wanted = [r[0] for r in rows]
         found = {record.hash: record for record in self._group(self._db.execute(
-            """SELECT f.hash, f.name, f.size, f.datetime, u.host, u.url, u.error
-                 FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+            f"""SELECT {_RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
                 WHERE f.hash IN (SELECT value FROM json_each(?))
-                ORDER BY f.hash, u.host""", (_json_list(wanted),)))}
+                ORDER BY f.hash, u.host""", (_json_list(wanted),)), self._db.execute(
+            f"""SELECT {_SHARE_COLUMNS} FROM shares WHERE hash IN (SELECT value FROM json_each(?))
+                ORDER BY hash, idx""", (_json_list(wanted),)))}
         return [found[d] for d in wanted if d in found], int(rows[-1][1]), more
 
     def peer_cursors(self, url: str) -> tuple[int, int]:
@@ -724,3 +832,9 @@ class Catalog:
 def _json_list(values: Sequence[str]) -> str:
     """A list of names as one JSON parameter (read back in SQL with json_each)."""
     return json.dumps(list(values))
+
+
+#: The columns of a record row: the file, one host entry, and the file's spread.
+_RECORD_COLUMNS = ("f.hash, f.name, f.size, f.datetime, u.host, u.url, u.error, u.encrypted, "
+                   "f.spread_k, f.spread_n")
+_SHARE_COLUMNS = "hash, idx, host, url, error, digest, size, encrypted"

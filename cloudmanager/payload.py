@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import InvalidDump
 from .names import clean_name, is_sha256
-from .records import FileRecord, Upload
+from .records import FileRecord, Share, Upload
 
 FORMAT_VERSION = "0.2"
 ACCEPTED_VERSIONS = frozenset({"0.1", "0.2"})
@@ -43,6 +43,7 @@ _MAX_HOST_NAME = 128
 _MAX_URL = 4096
 _MAX_ERROR = 1024
 _MAX_INT = 2**63 - 1
+_MAX_SHARES = 256
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,49 @@ def _upload(entry: object, position: int) -> Upload:
     if url is not None and error not in (None, False):
         raise _Bad(where, "has both a url and an error")
     if url is not None:
-        return Upload(host, url=_text(url, f"{where}.url", _MAX_URL))
+        return Upload(host, url=_text(url, f"{where}.url", _MAX_URL),
+                      encrypted=_flag(entry, "encrypted", where))
     if error is True:
         return Upload(host, error=PEER_ERROR)
     if isinstance(error, str) and error:
         return Upload(host, error=_text(error, f"{where}.error", _MAX_ERROR))
     raise _Bad(where, "needs a url, or an error (true or a message)")
+
+
+def _flag(entry: dict[str, Any], key: str, where: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise _Bad(f"{where}.{key}", "must be true or false")
+    return value
+
+
+def _shares(raw: object) -> tuple[tuple[int, int], tuple[Share, ...]]:
+    """The additive "shares" field: {"k": 3, "n": 5, "items": [{"index", "host_name",
+    "url" or "error", "sha256", "size", "encrypted"}]}."""
+    if not isinstance(raw, dict):
+        raise _Bad("shares", "must be an object")
+    k, n = _integer(raw, "k"), _integer(raw, "n")
+    if not 1 <= k <= n <= _MAX_SHARES:
+        raise _Bad("shares", f"needs 1 <= k <= n <= {_MAX_SHARES}")
+    items = raw.get("items")
+    if not isinstance(items, list) or len(items) > n:
+        raise _Bad("shares.items", "must be a list of at most n shares")
+    shares: dict[int, Share] = {}
+    for position, item in enumerate(items):
+        where = f"shares.items[{position}]"
+        if not isinstance(item, dict):
+            raise _Bad(where, "must be an object")
+        index = _integer(item, "index")
+        if index >= n or index in shares:
+            raise _Bad(f"{where}.index", "out of range or repeated")
+        digest = item.get("sha256")
+        if not is_sha256(digest):
+            raise _Bad(f"{where}.sha256", "must be a SHA-256 as 64 lowercase hex digits")
+        assert isinstance(digest, str)
+        upload = _upload(item, position)
+        shares[index] = Share(index, upload.host, upload.url, upload.error, digest,
+                              _integer(item, "size"), upload.encrypted)
+    return (k, n), tuple(shares[i] for i in sorted(shares))
 
 
 def _record(raw: object) -> FileRecord:
@@ -132,12 +170,15 @@ def _record(raw: object) -> FileRecord:
     uploads = raw.get("uploads", [])
     if not isinstance(uploads, list):
         raise _Bad("uploads", "must be a list")
+    spread, shares = _shares(raw["shares"]) if "shares" in raw else (None, ())
     return FileRecord(
         hash=digest,
         name=name,
         size=_integer(raw, "filesize"),
         datetime=_integer(raw, "datetime"),
         uploads=tuple(_upload(entry, i) for i, entry in enumerate(uploads)),
+        spread=spread,
+        shares=shares,
     )
 
 
@@ -213,11 +254,8 @@ def _validate(document: list[Any]) -> Parsed:
 
 def to_dict(record: FileRecord) -> dict[str, Any]:
     """One record in format "0.2" (numbers as strings, as the original README shows)."""
-    uploads: list[dict[str, Any]] = [
-        {"host_name": u.host, "url": u.url} if u.ok else {"host_name": u.host, "error": True}
-        for u in record.uploads
-    ]
-    return {
+    uploads = [_upload_dict(u) for u in record.uploads]
+    result: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "datetime": str(record.datetime),
         "filename": record.name,
@@ -225,6 +263,22 @@ def to_dict(record: FileRecord) -> dict[str, Any]:
         "filehash": record.hash,
         "uploads": uploads,
     }
+    if record.spread is not None:
+        result["shares"] = {
+            "k": record.spread[0], "n": record.spread[1],
+            "items": [{"index": s.index, **_upload_dict(Upload(s.host, s.url, s.error, s.encrypted)),
+                       "sha256": s.digest, "size": s.size} for s in record.shares],
+        }
+    return result
+
+
+def _upload_dict(upload: Upload) -> dict[str, Any]:
+    """One host entry: its URL ("encrypted" beside it for sealed copies), or an error."""
+    if not upload.ok:
+        return {"host_name": upload.host, "error": True}
+    if upload.encrypted:
+        return {"host_name": upload.host, "url": upload.url, "encrypted": True}
+    return {"host_name": upload.host, "url": upload.url}
 
 
 def dump_chunks(records: Iterable[FileRecord]) -> Iterator[str]:

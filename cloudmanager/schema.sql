@@ -1,4 +1,4 @@
--- cloudmanager catalog schema (SQLite). Version 3: see PRAGMA user_version below.
+-- cloudmanager catalog schema (SQLite). Version 4: see PRAGMA user_version below.
 --
 -- Every file is known by its SHA-256.  `files` holds what a dump carries (name,
 -- size, time) and the local cache state; `uploads` holds, per host, the URL a
@@ -18,8 +18,11 @@ CREATE TABLE IF NOT EXISTS files (
     cached   INTEGER NOT NULL DEFAULT 0 CHECK (cached IN (0, 1)),
     pinned   INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
     access   INTEGER NOT NULL DEFAULT 0,     -- LRU clock value of the last access
-    copies   INTEGER NOT NULL DEFAULT 0,     -- hosts holding a copy (kept by triggers)
-    seq      INTEGER NOT NULL DEFAULT 0      -- change sequence of the dumped record
+    copies   INTEGER NOT NULL DEFAULT 0,     -- copies held: whole ones, plus 1 when >= K shares are
+    seq      INTEGER NOT NULL DEFAULT 0,     -- change sequence of the dumped record (triggers keep both)
+    spread_k INTEGER,                        -- spread as N erasure-coded shares, K of which rebuild it
+    spread_n INTEGER,
+    CHECK ((spread_k IS NULL) = (spread_n IS NULL) AND (spread_k IS NULL OR spread_k BETWEEN 1 AND spread_n))
 ) WITHOUT ROWID;
 
 -- Eviction walks this index in LRU order: only cached, unpinned files that at
@@ -34,7 +37,23 @@ CREATE TABLE IF NOT EXISTS uploads (
     url      TEXT,                           -- the locator, when the host took it
     error    TEXT,                           -- the error met, when it did not
     time     INTEGER NOT NULL,
+    encrypted INTEGER NOT NULL DEFAULT 0 CHECK (encrypted IN (0, 1)),  -- the host holds sealed bytes
     PRIMARY KEY (hash, host),
+    CHECK ((url IS NULL) <> (error IS NULL))
+) WITHOUT ROWID;
+
+-- The erasure-coded shares of spread files: which host holds share number idx.
+CREATE TABLE IF NOT EXISTS shares (
+    hash     TEXT NOT NULL REFERENCES files (hash) ON DELETE CASCADE,
+    idx      INTEGER NOT NULL CHECK (idx >= 0),
+    host     TEXT NOT NULL,
+    url      TEXT,
+    error    TEXT,
+    digest   TEXT NOT NULL,                  -- SHA-256 of the share's bytes
+    size     INTEGER NOT NULL,
+    encrypted INTEGER NOT NULL DEFAULT 0 CHECK (encrypted IN (0, 1)),  -- cut from the sealed file
+    time     INTEGER NOT NULL,
+    PRIMARY KEY (hash, idx),
     CHECK ((url IS NULL) <> (error IS NULL))
 ) WITHOUT ROWID;
 
@@ -133,4 +152,35 @@ BEGIN
      WHERE hash = OLD.hash;
 END;
 
-PRAGMA user_version = 3;
+-- Shares: a spread file counts one copy while at least K of its shares are held.
+CREATE TRIGGER IF NOT EXISTS shares_insert AFTER INSERT ON shares
+WHEN (SELECT bulk FROM state WHERE id = 0) = 0
+BEGIN
+    UPDATE state SET seq = seq + 1;
+    UPDATE files SET copies = (SELECT count(url) FROM uploads WHERE hash = NEW.hash)
+                            + coalesce((SELECT count(url) FROM shares WHERE hash = NEW.hash) >= spread_k, 0),
+                     seq = (SELECT seq FROM state)
+     WHERE hash = NEW.hash;
+END;
+
+CREATE TRIGGER IF NOT EXISTS shares_update AFTER UPDATE OF url, error ON shares
+WHEN (SELECT bulk FROM state WHERE id = 0) = 0
+BEGIN
+    UPDATE state SET seq = seq + 1;
+    UPDATE files SET copies = (SELECT count(url) FROM uploads WHERE hash = NEW.hash)
+                            + coalesce((SELECT count(url) FROM shares WHERE hash = NEW.hash) >= spread_k, 0),
+                     seq = (SELECT seq FROM state)
+     WHERE hash = NEW.hash;
+END;
+
+CREATE TRIGGER IF NOT EXISTS shares_delete AFTER DELETE ON shares
+WHEN (SELECT bulk FROM state WHERE id = 0) = 0
+BEGIN
+    UPDATE state SET seq = seq + 1;
+    UPDATE files SET copies = (SELECT count(url) FROM uploads WHERE hash = OLD.hash)
+                            + coalesce((SELECT count(url) FROM shares WHERE hash = OLD.hash) >= spread_k, 0),
+                     seq = (SELECT seq FROM state)
+     WHERE hash = OLD.hash;
+END;
+
+PRAGMA user_version = 4;

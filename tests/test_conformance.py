@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cloudmanager.crypto import Key
 from cloudmanager.hosts import FolderHost, Host, MemoryHost, PlowshareHost
+from cloudmanager.hosts.encrypted import encrypting
 from cloudmanager.testing import HostConformance
 
 
@@ -43,3 +45,18 @@ class TestPlowshare(HostConformance):
     def broken_hosts(self, plowshare: Path, monkeypatch: pytest.MonkeyPatch) -> list[Host]:
         monkeypatch.setenv("PLOW_FAIL", "deadlocker")
         return [PlowshareHost("deadlocker")]
+
+
+class TestEncryptedFolder(HostConformance):
+    """A folder host behind client-side encryption behaves as any host."""
+
+    @pytest.fixture
+    def host(self, tmp_path: Path) -> Host:
+        return encrypting(FolderHost(tmp_path / "vault"), Key.generate())
+
+    @pytest.fixture
+    def broken_hosts(self, tmp_path: Path) -> list[Host]:
+        blocked = tmp_path / "blocked"
+        blocked.write_text("a file where the folder should be")
+        return [encrypting(FolderHost(blocked / "vault"), Key.generate()),
+                encrypting(FolderHost(tmp_path / "keyless"), None)]

@@ -38,6 +38,8 @@ class Host(ABC):
 
     #: The URL scheme of this kind of host (``file``, ``plowshare``...).
     scheme: ClassVar[str]
+    #: True for a host that receives sealed bytes only (see hosts/encrypted.py).
+    encrypted: ClassVar[bool] = False
 
     def __init__(self, name: str):
         self.name = name

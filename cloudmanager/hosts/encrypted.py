@@ -1,0 +1,113 @@
+"""Any host, with client-side encryption: the host receives sealed bytes only.
+
+:func:`encrypting` wraps a host so that what it stores is sealed with the node's
+key (see cloudmanager/crypto.py) under a keyed name: the host learns neither the
+file's name, nor its SHA-256, nor its bytes.  The wrapper keeps the inner host's
+name (the catalog and dumps see the same host) and its abilities (delete, check).
+
+Uploads seal the file into a temporary file first (hosts take a path), hashing
+the sealed bytes on the way: content-addressed hosts (folders, other nodes) get
+the sealed bytes' own SHA-256.  Downloads open the bytes as they stream in and
+raise HostError for anything not authentic, so the manager tries the next host.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import cache
+from pathlib import Path
+
+from ..crypto import DecryptError, Decryptor, Key, encrypt, plain_size
+from ..errors import HostError, HostUnsupported
+from ..streams import HashingWriter, Sink
+from .base import Checker, Deleter, Host
+
+
+class EncryptedHost(Host):
+    """A host whose objects are sealed on this side (use :func:`encrypting`)."""
+
+    scheme = "encrypted"
+    encrypted = True
+
+    def __init__(self, inner: Host, key: Key | None, spool: Path | None = None):
+        super().__init__(inner.name)
+        self.inner = inner
+        self.key = key
+        self.spool = spool
+        self.active = inner.active
+        self.keep_days = inner.keep_days
+        self.description = inner.description
+
+    def url(self) -> str:
+        """The inner host's URL."""
+        return self.inner.url()
+
+    def _key(self) -> Key:
+        if self.key is None:
+            raise HostError(self.name, "its copies are encrypted and this node has no key "
+                            "(restore it from a backup, or `cm key init` for new files)")
+        return self.key
+
+    def upload(self, source: Path, name: str, digest: str) -> str:
+        """Seal ``source`` and store it under a keyed name."""
+        key = self._key()
+        with tempfile.NamedTemporaryFile(dir=self.spool, prefix=".tmp-sealed-") as temp:
+            sealed = HashingWriter(temp)
+            try:
+                with open(source, "rb") as handle:
+                    encrypt(handle, sealed, key)
+                temp.flush()
+            except OSError as exc:
+                raise HostError(self.name, f"cannot seal the file for it: {exc.strerror or exc}") from exc
+            return self.inner.upload(Path(temp.name), key.object_name(digest), sealed.hexdigest())
+
+    def download(self, locator: str, out: Sink) -> None:
+        """Fetch the sealed object and write the plaintext to ``out``."""
+        opener = Decryptor(out, self._key())
+        try:
+            self.inner.download(locator, opener)
+            opener.finish()
+        except DecryptError as exc:
+            raise HostError(self.name, f"refused its copy: {exc}") from None
+
+    def close(self) -> None:
+        """Close the inner host."""
+        self.inner.close()
+
+
+class _Deletes(EncryptedHost, Deleter):
+    def delete(self, locator: str) -> None:
+        """Delete the sealed object."""
+        assert isinstance(self.inner, Deleter)
+        self.inner.delete(locator)
+
+
+class _Checks(EncryptedHost, Checker):
+    def check(self, locator: str) -> int | None:
+        """The plaintext size, from the sealed object's size."""
+        assert isinstance(self.inner, Checker)
+        sealed = self.inner.check(locator)
+        if sealed is None:
+            return None
+        size = plain_size(sealed)
+        if size is None:
+            raise HostUnsupported(self.name, f"holds {sealed} bytes: not the size of a sealed object")
+        return size
+
+
+class _DeletesAndChecks(_Deletes, _Checks):
+    pass
+
+
+@cache
+def _kind(deletes: bool, checks: bool) -> type[EncryptedHost]:
+    return {(False, False): EncryptedHost, (True, False): _Deletes, (False, True): _Checks,
+            (True, True): _DeletesAndChecks}[deletes, checks]
+
+
+def encrypting(inner: Host, key: Key | None, spool: Path | None = None) -> EncryptedHost:
+    """``inner`` with client-side encryption under ``key`` (None: the node has no key,
+    and the host's copies are reported unreadable).  ``spool``: where sealed files
+    wait to be sent (default: the system's temporary directory)."""
+    kind = _kind(isinstance(inner, Deleter), isinstance(inner, Checker))
+    return kind(inner, key, spool)
