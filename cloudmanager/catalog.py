@@ -823,6 +823,12 @@ class Catalog:
         """The last change sequence number given."""
         return int(self._db.execute("SELECT seq FROM state WHERE id = 0").fetchone()[0])
 
+    def incomplete_spreads(self) -> list[str]:
+        """Spread files some of whose N shares no host holds."""
+        return [r[0] for r in self._db.execute(
+            """SELECT hash FROM files f WHERE spread_n IS NOT NULL
+                  AND (SELECT count(url) FROM shares s WHERE s.hash = f.hash) < spread_n ORDER BY hash""")]
+
     def drop_upload(self, digest: str, host: str) -> None:
         """Forget ``host``'s entry for a file (its copy was deleted)."""
         with self._write() as db:

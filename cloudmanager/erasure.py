@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -85,7 +86,7 @@ def _read_exactly(source: BinaryIO, count: int) -> bytes:
     return data
 
 
-def encode(source: BinaryIO, size: int, spread: Spread, object_id: bytes, outputs: list[Sink]) -> None:
+def encode(source: BinaryIO, size: int, spread: Spread, object_id: bytes, outputs: Sequence[Sink]) -> None:
     """Cut ``size`` bytes read from ``source`` into ``spread.n`` shares, written to ``outputs``.
 
     ``object_id`` (32 bytes) names the object in every share's header.  Raises
@@ -110,7 +111,7 @@ def encode(source: BinaryIO, size: int, spread: Spread, object_id: bytes, output
                 write_all(out, piece)
 
 
-def decode(shares: dict[int, BinaryIO], spread: Spread, size: int, object_id: bytes, out: Sink) -> None:
+def decode(shares: Mapping[int, BinaryIO], spread: Spread, size: int, object_id: bytes, out: Sink) -> None:
     """Rebuild the ``size``-byte object from ``spread.k`` shares (index -> readable share)
     into ``out``.  Raises ShareError when a share is not what it should be."""
     if len(shares) < spread.k:

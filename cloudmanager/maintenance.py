@@ -11,15 +11,18 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cache import Cache
 from .errors import HostError, ObjectMissing
 from .hosts import Checker, Deleter, Host
+from .hosts.encrypted import EncryptedHost
 from .locking import FileLock
+from .records import FileRecord
 from .streams import HashingWriter, TooManyBytes, copy_hashing
 
 if TYPE_CHECKING:
@@ -253,29 +256,60 @@ def check_copies(cm: CloudManager, *, verify_hash: bool = False, remove_bad: boo
     """
     report = CopiesReport()
     for record in cm.catalog.records():
-        for upload in record.uploads:
-            host = cm.host(upload.host)
-            if upload.url is None:
-                continue
-            if host is None or not (verify_hash or isinstance(host, Checker)):
+        for copy in _copies(cm, record):
+            if copy.host is None or not (verify_hash or isinstance(copy.host, Checker)):
                 report.unchecked += 1
                 continue
             report.checked += 1
             try:
-                problem = _copy_problem(host, upload.url, record.size, record.hash, verify_hash)
+                problem = _copy_problem(copy.host, copy.locator, copy.size, copy.digest, verify_hash)
             except HostError as exc:
-                report.unreachable.append((record.hash, host.name, exc.reason))
+                report.unreachable.append((record.hash, copy.label, exc.reason))
                 continue
-            if problem is not None:
-                report.lost.append((record.hash, host.name, problem))
-                cm.catalog.record_fetch(host.name, f"copy lost: {problem}", digest=record.hash, lost=True)
-                if remove_bad and isinstance(host, Deleter) and problem != _GONE:
-                    try:
-                        host.delete(upload.url)
-                    except HostError as exc:
-                        log.warning("cannot delete the damaged copy of %s on %s: %s",
-                                    record.hash, host.name, exc.reason)
+            if problem is None:
+                continue
+            report.lost.append((record.hash, copy.label, problem))
+            copy.lost(problem)
+            if remove_bad and isinstance(copy.host, Deleter) and problem != _GONE:
+                try:
+                    copy.host.delete(copy.locator)
+                except HostError as exc:
+                    log.warning("cannot delete the damaged %s of %s: %s", copy.label, record.hash, exc.reason)
     return report
+
+
+@dataclass
+class _Copy:
+    """One copy or share to check: who reads it, what it should be, how to record its loss."""
+
+    label: str
+    host: Host | None
+    locator: str
+    size: int
+    digest: str
+    lost: Callable[[str], object]
+
+
+def _copies(cm: CloudManager, record: FileRecord) -> Iterator[_Copy]:
+    """The whole copies and the shares the catalog says the hosts hold of ``record``."""
+    for upload in record.uploads:
+        if upload.url is not None:
+            yield _Copy(upload.host, cm.host(upload.host), upload.url, record.size, record.hash,
+                        partial(_lose_copy, cm, upload.host, record.hash))
+    for share in record.shares:
+        if share.url is not None:
+            host = cm.host(share.host)
+            reader = host.inner if isinstance(host, EncryptedHost) else host  # shares come sealed
+            yield _Copy(f"{share.host} (share {share.index})", reader, share.url, share.size, share.digest,
+                        partial(_lose_share, cm, record.hash, share.index))
+
+
+def _lose_copy(cm: CloudManager, host: str, digest: str, problem: str) -> None:
+    cm.catalog.record_fetch(host, f"copy lost: {problem}", digest=digest, lost=True)
+
+
+def _lose_share(cm: CloudManager, digest: str, index: int, problem: str) -> None:
+    cm.catalog.share_lost(digest, index, f"share lost: {problem}")
 
 
 def _copy_problem(host: Host, locator: str, size: int, digest: str, verify_hash: bool) -> str | None:

@@ -20,11 +20,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
-from . import maintenance, payload
+from . import maintenance, payload, spreading
 from .cache import Cache, TempFile
 from .catalog import Catalog, Listed
+from .crypto import Key
+from .erasure import Spread
 from .errors import CacheFull, HashMismatch, HostError, InvalidDump, InvalidHash, ObjectMissing, Unavailable
 from .hosts import Host, make_hosts
+from .hosts.base import describe
+from .hosts.encrypted import EncryptedHost, encrypting
 from .locking import FileLock
 from .names import clean_name, is_sha256
 from .paths import default_host_urls
@@ -92,13 +96,6 @@ class CheckReport:
         return self.repaired and self.resent >= lost
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, HostError):
-        return exc.reason
-    log.error("host raised an unexpected %s", type(exc).__name__, exc_info=exc)
-    return f"{type(exc).__name__}: {exc}"[:1024]
-
-
 class CloudManager:
     """A pool of files kept on several hosts, with a local LRU cache.
 
@@ -123,11 +120,23 @@ class CloudManager:
         storage_path: str | os.PathLike[str],
         capacity: int,
         hosts: Sequence[str | Host] | None = None,
+        *,
+        key: Key | None = None,
+        encrypt: bool = False,
+        spread: Spread | str | None = None,
     ):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise ValueError(f"capacity must be a number of bytes >= 0, not {capacity!r}")
+        if encrypt and key is None:
+            raise ValueError("encrypt=True needs a key (cloudmanager.crypto.Key; `cm key init` makes one)")
         self.capacity = capacity
+        #: The node's encryption key (None: it has none); never shown.
+        self.key = key
+        #: The default spread policy of uploads (None: whole copies on every host).
+        self.spread = Spread.parse(spread) if isinstance(spread, str) else spread
         self.hosts: list[Host] = make_hosts(default_host_urls() if hosts is None else hosts)
+        if encrypt:
+            self.hosts = [h if isinstance(h, EncryptedHost) else encrypting(h, key) for h in self.hosts]
         self._by_name = {host.name: host for host in self.hosts}
         self.catalog = Catalog(database_path)
         lock = FileLock(Path(f"{os.fspath(database_path)}.lock"))
@@ -192,7 +201,8 @@ class CloudManager:
         return [host for host in self.hosts if host.active]
 
     def upload(self, path: str | os.PathLike[str],
-               progress: Callable[[int], object] | None = None) -> str | Literal[False]:
+               progress: Callable[[int], object] | None = None, *,
+               spread: Spread | str | None = None) -> str | Literal[False]:
         """Keep a file: cache it and send it to every host, in parallel.
 
         Returns its SHA-256, or False when it could be kept nowhere (no host
@@ -202,7 +212,15 @@ class CloudManager:
         :meth:`sync` sends it later.  Raises FileNotFoundError or
         IsADirectoryError for a bad path, recording nothing.  ``progress`` is
         called with the number of bytes of each chunk read.
+
+        ``spread`` (default: the node's policy) cuts the file into N
+        erasure-coded shares on N different hosts, any K of which rebuild it,
+        instead of a whole copy on every host; ValueError when there are fewer
+        than N active hosts.
         """
+        policy = Spread.parse(spread) if isinstance(spread, str) else spread or self.spread
+        if policy is not None:
+            spreading.choose_hosts(self, policy)  # enough hosts? (before anything is kept)
         source = Path(path)
         info = os.stat(source)
         if stat.S_ISDIR(info.st_mode):
@@ -211,7 +229,7 @@ class CloudManager:
             if info.st_size > self.capacity:
                 digest, size = copy_hashing(handle, progress=progress)
                 record = self._new_record(source, digest, size)
-                return self._keep_uncached(record, source)
+                return self._keep_uncached(record, source, policy)
             with self.cache.temp() as temp:
                 try:
                     digest, size = copy_hashing(handle, temp.file, progress)
@@ -221,7 +239,7 @@ class CloudManager:
                     log.warning("the cache's disk is full: %s is sent without caching", source)
                     handle.seek(0)
                     digest, size = copy_hashing(handle)
-                    return self._keep_uncached(self._new_record(source, digest, size), source)
+                    return self._keep_uncached(self._new_record(source, digest, size), source, policy)
                 record = self._new_record(source, digest, size)
                 entry = self.catalog.entry(digest)
                 if entry is not None and entry.cached:
@@ -231,13 +249,21 @@ class CloudManager:
         if entry is not None:  # known content: nothing is sent again
             return digest
         if not placed:
-            return self._keep_uncached(record, source)
+            return self._keep_uncached(record, source, policy)
         try:
             with self.cache.hold(digest) as copy:  # readable even if evicted meanwhile
-                self._send(record, copy, self.active_hosts)
+                self._distribute(record, copy, policy)
         except FileNotFoundError:  # evicted already: so some host holds it (sync sent it)
-            self._send(record, source, self.active_hosts)
+            self._distribute(record, source, policy)
         return digest
+
+    def _distribute(self, record: FileRecord, source: Path, spread: Spread | None) -> bool:
+        """Send a new file to the hosts: whole copies, or spread shares; True when
+        it can be brought back from them (a copy, or K shares)."""
+        if spread is None:
+            return any(u.ok for u in self._send(record, source, self.active_hosts))
+        shares = spreading.send(self, record, source, spread)
+        return sum(share.ok for share in shares) >= spread.k
 
     def upload_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int = 8,
                     progress: Callable[[int], object] | None = None) -> list[str | Literal[False]]:
@@ -319,10 +345,17 @@ class CloudManager:
             name = digest
         return FileRecord(digest, name, size, int(time.time()))
 
-    def _keep_uncached(self, record: FileRecord, source: Path) -> str | Literal[False]:
-        """Send a file that is not cached; record it only if a host took it."""
+    def _keep_uncached(self, record: FileRecord, source: Path,
+                       spread: Spread | None = None) -> str | Literal[False]:
+        """Send a file that is not cached; record it only if the hosts took it."""
         if self.catalog.exists(record.hash):
             return record.hash
+        if spread is not None:  # the shares are recorded on a row that says "not cached"
+            self.catalog.add(record)
+            if self._distribute(record, source, spread):
+                return record.hash
+            self.catalog.forget(record.hash)
+            return False
         results = self._send(record, source, self.active_hosts, record_each=False)
         if not any(result.ok for result in results):
             return False
@@ -341,9 +374,9 @@ class CloudManager:
                 locator = host.upload(source, record.name, record.hash)
                 if not isinstance(locator, str) or not locator:
                     raise HostError(host.name, f"upload returned no locator: {locator!r}")
-                result = Upload(host.name, url=locator)
+                result = Upload(host.name, url=locator, encrypted=host.encrypted)
             except Exception as exc:  # a host's failure is recorded, never raised
-                result = Upload(host.name, error=_describe(exc))
+                result = Upload(host.name, error=describe(exc))
             sent = size if result.ok else 0
             if record_each:
                 self.catalog.record_upload(record.hash, result, sent=sent)
@@ -353,9 +386,10 @@ class CloudManager:
 
         if len(hosts) <= 1:
             return [one(host) for host in hosts]
-        return list(self._executor().map(one, hosts))
+        return list(self.executor().map(one, hosts))
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> ThreadPoolExecutor:
+        """The node's pool of threads for host transfers."""
         with self._pool_guard:  # upload_many's threads may ask at the same moment
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self.hosts)),
@@ -446,13 +480,31 @@ class CloudManager:
                 continue
         raise Unavailable(f"{digest}: evicted again and again before it could be opened")
 
+    def ranked(self, hosts: Sequence[Host]) -> list[Host]:
+        """``hosts``, healthiest first (fewest recent failures, then the latest success)."""
+        health = self.catalog.host_health(host.name for host in hosts)
+        return sorted(hosts, key=lambda h: (health[h.name].failures, -(health[h.name].last_ok or 0)))
+
     def _sources(self, record: FileRecord) -> list[tuple[Host, str]]:
-        """(host, locator) for every configured host holding the file, healthiest first."""
-        held = [(self._by_name[u.host], u.url) for u in record.uploads
-                if u.url is not None and u.host in self._by_name]
-        health = self.catalog.host_health(host.name for host, _ in held)
-        return sorted(held, key=lambda pair: (health[pair[0].name].failures,
-                                              -(health[pair[0].name].last_ok or 0)))
+        """(host, locator) for every configured host holding a copy this node can
+        read, healthiest first.  A sealed copy needs the key; a plain copy on a host
+        that encrypts now (it was made before) is read from the host underneath."""
+        held: dict[str, str] = {}
+        for upload in record.uploads:
+            host = self._by_name.get(upload.host)
+            if upload.url is None or host is None:
+                continue
+            if upload.encrypted and not (isinstance(host, EncryptedHost) and host.key is not None):
+                log.info("%s: the copy on %s is encrypted and this node has no key", record.hash, host.name)
+                continue
+            held[host.name] = upload.url
+        return [(self._reader(host, record), held[host.name])
+                for host in self.ranked([self._by_name[name] for name in held])]
+
+    def _reader(self, host: Host, record: FileRecord) -> Host:
+        """The host object that reads ``record``'s copy on ``host`` as it was stored."""
+        sealed = any(u.encrypted for u in record.uploads if u.host == host.name)
+        return host.inner if isinstance(host, EncryptedHost) and not sealed else host
 
     def _fetch(self, record: FileRecord) -> str | Literal[False]:
         for host, locator in self._sources(record):
@@ -471,7 +523,7 @@ class CloudManager:
                         self.catalog.record_fetch(host.name, "sent more bytes than the file has",
                                                   fetched=writer.size, digest=record.hash, lost=True)
                     else:
-                        self.catalog.record_fetch(host.name, _describe(exc))
+                        self.catalog.record_fetch(host.name, describe(exc))
                     continue
                 if writer.size != record.size or writer.hexdigest() != record.hash:
                     self.catalog.record_fetch(host.name, "returned other bytes than were stored",
@@ -481,19 +533,30 @@ class CloudManager:
                 if not self._place(temp, record):
                     return False
                 return str(self.cache.path(record.hash))
+        if record.spread is not None:
+            with self.cache.temp() as temp:
+                rebuilt = spreading.rebuild(self, record, temp)
+                if rebuilt is not True:
+                    log.warning("%s: %s", record.hash, rebuilt)
+                    return False
+                if self._place(temp, record):
+                    return str(self.cache.path(record.hash))
         return False
 
     # -- sync with hosts and with other nodes -----------------------------------------
 
-    def sync(self, copies: int | None = None) -> dict[str, list[Upload]]:
+    def sync(self, copies: int | None = None, *, repair: bool = False) -> dict[str, list[Upload]]:
         """Send files to the hosts that failed to take them (or never got them).
 
         Retries, for every file, each active host whose entry is an error, and
         sends files no host holds yet (an upload cut off by a crash).  With
         ``copies``, files held by fewer hosts than that are also sent to more
         active hosts (healthiest first) until they would be.  The bytes come
-        from the cache, or are fetched from a host that holds them.  Returns,
-        per file hash, the result of each host tried.
+        from the cache, or are fetched from a host that holds them.  With
+        ``repair``, the shares of spread files that no host holds any more
+        (found by :meth:`check` with ``hosts``, or a failed fetch) are rebuilt
+        onto other active hosts.  Returns, per file hash, the result of each
+        host tried (a share's host is shown as "HOST (share I)").
         """
         active = self.active_hosts
         wanted: dict[str, list[Host]] = {}
@@ -504,9 +567,20 @@ class CloudManager:
                 wanted.setdefault(digest, [])
                 wanted[digest] += [h for h in extra if h not in wanted[digest]]
         changes: dict[str, list[Upload]] = {}
+
+        def resend(hosts: list[Host]) -> Callable[[FileRecord, Path], object]:
+            return lambda record, copy: changes.update({record.hash: self._send(record, copy, hosts)})
+
+        def respread(record: FileRecord, copy: Path) -> None:
+            changes[record.hash] = [Upload(f"{s.host} (share {s.index})", s.url, s.error)
+                                    for s in spreading.repair(self, record, copy)]
+
         for digest, hosts in wanted.items():
             if hosts:
-                self._send_again(digest, hosts, changes)
+                self._with_copy(digest, resend(hosts))
+        if repair:
+            for digest in self.catalog.incomplete_spreads():
+                self._with_copy(digest, respread)
         return changes
 
     def _more_copies(self, copies: int, active: list[Host]) -> Iterator[tuple[str, list[Host]]]:
@@ -520,7 +594,8 @@ class CloudManager:
             holding = {u.host for u in record.uploads if u.ok}
             yield digest, [h for h in ranked if h.name not in holding][: copies - len(holding)]
 
-    def _send_again(self, digest: str, hosts: list[Host], changes: dict[str, list[Upload]]) -> None:
+    def _with_copy(self, digest: str, action: Callable[[FileRecord, Path], object]) -> None:
+        """Run ``action(record, path)`` on a held local copy of the file (warmed up first)."""
         record = self.catalog.record(digest)
         for _ in range(3):  # evicted by another process before it was held: again
             if record is None or not self.warm_up(digest):
@@ -528,7 +603,7 @@ class CloudManager:
                 return
             try:
                 with self.cache.hold(digest) as copy:
-                    changes[digest] = self._send(record, copy, hosts)
+                    action(record, copy)
                 return
             except FileNotFoundError:
                 continue
@@ -701,7 +776,7 @@ class CloudManager:
         if hosts:
             report.hosts = maintenance.check_copies(self, verify_hash=verify_hash, remove_bad=repair)
             if repair and report.hosts.lost:
-                changes = self.sync()
+                changes = self.sync(repair=True)
                 report.resent = sum(u.ok for uploads in changes.values() for u in uploads)
         report.repaired = repair
         return report

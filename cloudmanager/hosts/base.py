@@ -26,11 +26,15 @@ Rules every implementation follows:
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+from ..errors import HostError
 from ..streams import Sink
+
+log = logging.getLogger(__name__)
 
 
 class Host(ABC):
@@ -96,3 +100,12 @@ class Checker(ABC):
         Raises ObjectMissing when the host does not hold it, HostError when it
         cannot answer.
         """
+
+
+def describe(exc: BaseException) -> str:
+    """What a host's exception says, for the catalog.  Anything but a HostError is
+    a bug in the host: its traceback goes to the log."""
+    if isinstance(exc, HostError):
+        return exc.reason
+    log.error("host raised an unexpected %s", type(exc).__name__, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"[:1024]
