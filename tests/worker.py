@@ -1,12 +1,15 @@
 """A child process that works a node hard: used by the crash and concurrency tests.
 
-    python -m tests.worker CATALOG CACHE CAPACITY HOST_DIR JOURNAL SEED OPS [relocate]
+    python -m tests.worker CATALOG CACHE CAPACITY HOST_DIR JOURNAL SEED OPS [relocate] [fleet]
 
 Runs OPS random operations (upload, warm_up, exists, evict, data_load, sync,
 and with ``relocate`` moving the cache between CACHE-a and CACHE-b) on the
-node.  With ``relocate``, the cache in use is the one named in the file
-CACHE.current, which relocation rewrites (atomically) before it removes the old
-cache, as ``cm relocate`` rewrites the configuration.
+node.  CATALOG is an SQLite file or a PostgreSQL URL.  With ``relocate``, the
+cache in use is the one named in the file CACHE.current, which relocation
+rewrites (atomically) before it removes the old cache, as ``cm relocate``
+rewrites the configuration.  With ``fleet`` (one node of several sharing a
+PostgreSQL catalog), half the warm-ups are of files any node uploaded that a
+host holds, found through the change sequence.
 
 After each upload returns, its hash is appended to JOURNAL and fsynced:
 the parent checks that every journaled file survives whatever happens next
@@ -49,6 +52,14 @@ def point_to(cache: str, target: Path) -> None:
     os.replace(partial, pointer)
 
 
+def held_elsewhere(cm: CloudManager, rng: random.Random) -> str | None:
+    """A file some node uploaded and some host holds (from a random point of the change
+    sequence), or None."""
+    records, _, _ = cm.catalog.changes(rng.randrange(max(cm.catalog.sequence(), 1)), 20)
+    held = [record.hash for record in records if any(upload.ok for upload in record.uploads)]
+    return rng.choice(held) if held else None
+
+
 def relocate(cm: CloudManager, cache: str) -> None:
     """Move the cache to the other of CACHE-a and CACHE-b."""
     target = Path(f"{cache}-b" if cm.cache.root.name.endswith("-a") else f"{cache}-a")
@@ -61,6 +72,7 @@ def relocate(cm: CloudManager, cache: str) -> None:
 def main(argv: list[str]) -> int:
     catalog, cache, capacity, host_dir, journal, seed, ops, *flags = argv
     moving = "relocate" in flags
+    fleet = "fleet" in flags
     rng = random.Random(int(seed))
     work = Path(journal).with_suffix(".files")
     work.mkdir(exist_ok=True)
@@ -84,6 +96,8 @@ def main(argv: list[str]) -> int:
                 os.fsync(log.fileno())
             elif op == "warm_up":
                 digest = rng.choice(known)
+                if fleet and rng.random() < 0.5:
+                    digest = held_elsewhere(cm, rng) or digest
                 with cm.open(digest) as handle:
                     if hashlib.sha256(handle.read()).hexdigest() != digest:
                         print(f"open gave wrong bytes for {digest}", file=sys.stderr)

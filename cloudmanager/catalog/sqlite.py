@@ -1,4 +1,6 @@
-"""The catalog: what is known of every file, in SQLite.  Every SQL statement lives here.
+"""The SQLite catalog: the embedded default, one node per catalog file.
+
+The contract is CatalogBase (base.py); every SQLite statement lives here.
 
 One connection per thread (SQLite connections are not shared between threads),
 WAL so that readers never wait for the writer, a long busy timeout and
@@ -10,7 +12,6 @@ rows.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sqlite3
@@ -18,13 +19,22 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from .errors import CloudManagerError
-from .records import CacheEntry, FileRecord, Share, Upload
+from ..records import CacheEntry, FileRecord, Share, Upload
+from .base import (
+    RECORD_COLUMNS,
+    SHARE_COLUMNS,
+    Admission,
+    CatalogBase,
+    CatalogError,
+    HostHealth,
+    Listed,
+    MergeResult,
+    group_records,
+    month,
+)
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).
 SCHEMA_VERSION = 4
@@ -68,13 +78,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
-class CatalogError(CloudManagerError):
-    """The catalog file cannot be used (unreadable, or from a newer version)."""
-
-
 def schema_text() -> str:
     """The text of schema.sql shipped with the package."""
-    return resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
+    return resources.files("cloudmanager").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -88,60 +94,7 @@ def _statements(script: str) -> Iterator[str]:
             pending = ""
 
 
-@dataclass(frozen=True)
-class Admission:
-    """The outcome of asking the catalog to count a file as cached."""
-
-    admitted: bool
-    victims: tuple[str, ...] = ()  # files evicted to make room (to remove from disk)
-    already: bool = False  # it was cached already
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    """What a merge of another node's records did."""
-
-    added: int
-    changed: int
-    clashes: tuple[str, ...] = ()  # hashes whose size disagreed with the catalog (left out)
-    #: The change sequence numbers this merge gave: (first_seq, last_seq]; equal when it
-    #: changed nothing.  A peer that sent the records need not pull those changes back.
-    first_seq: int = 0
-    last_seq: int = 0
-
-
-@dataclass(frozen=True)
-class Listed:
-    """One line of a listing: a file, its cache state, and its copies."""
-
-    hash: str
-    name: str
-    size: int
-    datetime: int
-    cached: bool
-    pinned: bool
-    held: int  # hosts (of those asked about) holding a copy
-    tried: int  # hosts (of those asked about) with an entry, copy or error
-    spread: tuple[int, int] | None = None  # (K, N) of a spread file
-    shares: int = 0  # shares held, of a spread file
-
-
-@dataclass(frozen=True)
-class HostHealth:
-    """How a host has behaved lately."""
-
-    name: str
-    failures: int = 0
-    last_ok: int | None = None
-    last_error: str | None = None
-    last_error_time: int | None = None
-
-
-def _month(now: float) -> str:
-    return time.strftime("%Y-%m", time.gmtime(now))
-
-
-class Catalog:
+class SQLiteCatalog(CatalogBase):
     """The SQLite catalog of one node.  Safe to share between threads."""
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -276,43 +229,22 @@ class Catalog:
     def record(self, digest: str) -> FileRecord | None:
         """The exchangeable record of one file (name, size, time, uploads), or None."""
         rows = self._db.execute(
-            f"""SELECT {_RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+            f"""SELECT {RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
                 WHERE f.hash = ? ORDER BY u.host""",
             (digest,),
         ).fetchall()
-        shares = self._db.execute(f"SELECT {_SHARE_COLUMNS} FROM shares WHERE hash = ? ORDER BY idx",
+        shares = self._db.execute(f"SELECT {SHARE_COLUMNS} FROM shares WHERE hash = ? ORDER BY idx",
                                   (digest,))
-        return next(self._group(rows, shares), None)
+        return next(group_records(rows, shares), None)
 
     def records(self) -> Iterator[FileRecord]:
         """Every record, in hash order, streamed."""
         cursor = self._db.execute(
-            f"""SELECT {_RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+            f"""SELECT {RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
                 ORDER BY f.hash, u.host"""
         )
-        shares = self._db.execute(f"SELECT {_SHARE_COLUMNS} FROM shares ORDER BY hash, idx")
-        yield from self._group(cursor, shares)
-
-    @staticmethod
-    def _group(rows: Iterable[Sequence[Any]], shares: Iterable[Sequence[Any]] = ()) -> Iterator[FileRecord]:
-        """Records from rows of files joined with uploads, and rows of shares, both in
-        hash order (merged as they stream)."""
-        share_rows = itertools.groupby(shares, key=lambda row: row[0])
-        pending = next(share_rows, None)
-        for digest, group in itertools.groupby(rows, key=lambda row: row[0]):
-            items = list(group)
-            first = items[0]
-            uploads = tuple(Upload(row[4], row[5], row[6], bool(row[7]))
-                            for row in items if row[4] is not None)
-            found: list[Share] = []
-            while pending is not None and pending[0] < digest:
-                pending = next(share_rows, None)
-            if pending is not None and pending[0] == digest:
-                found = [Share(r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in pending[1]]
-                pending = next(share_rows, None)
-            spread = (int(first[8]), int(first[9])) if first[8] is not None else None
-            yield FileRecord(str(first[0]), str(first[1]), int(first[2]), int(first[3]), uploads,
-                             spread, tuple(found))
+        shares = self._db.execute(f"SELECT {SHARE_COLUMNS} FROM shares ORDER BY hash, idx")
+        yield from group_records(cursor, shares)
 
     def usage(self) -> tuple[int, int]:
         """(cached bytes, cached files), read from the running totals: constant time."""
@@ -595,7 +527,7 @@ class Catalog:
                 """INSERT INTO transfers (month, host, sent, fetched) VALUES (?, ?, ?, ?)
                    ON CONFLICT (month, host) DO UPDATE
                    SET sent = sent + excluded.sent, fetched = fetched + excluded.fetched""",
-                (_month(now), host, sent, fetched),
+                (month(now), host, sent, fetched),
             )
 
     # -- node sync ------------------------------------------------------------------
@@ -796,11 +728,11 @@ class Catalog:
         if not rows:
             return [], since, False
         wanted = [r[0] for r in rows]
-        found = {record.hash: record for record in self._group(self._db.execute(
-            f"""SELECT {_RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+        found = {record.hash: record for record in group_records(self._db.execute(
+            f"""SELECT {RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
                 WHERE f.hash IN (SELECT value FROM json_each(?))
                 ORDER BY f.hash, u.host""", (_json_list(wanted),)), self._db.execute(
-            f"""SELECT {_SHARE_COLUMNS} FROM shares WHERE hash IN (SELECT value FROM json_each(?))
+            f"""SELECT {SHARE_COLUMNS} FROM shares WHERE hash IN (SELECT value FROM json_each(?))
                 ORDER BY hash, idx""", (_json_list(wanted),)))}
         return [found[d] for d in wanted if d in found], int(rows[-1][1]), more
 
@@ -838,9 +770,3 @@ class Catalog:
 def _json_list(values: Sequence[str]) -> str:
     """A list of names as one JSON parameter (read back in SQL with json_each)."""
     return json.dumps(list(values))
-
-
-#: The columns of a record row: the file, one host entry, and the file's spread.
-_RECORD_COLUMNS = ("f.hash, f.name, f.size, f.datetime, u.host, u.url, u.error, u.encrypted, "
-                   "f.spread_k, f.spread_n")
-_SHARE_COLUMNS = "hash, idx, host, url, error, digest, size, encrypted"
