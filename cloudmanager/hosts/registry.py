@@ -87,6 +87,8 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "webdavs": ("cloudmanager.hosts.webdav", "webdav"),
     "s3": ("cloudmanager.hosts.s3", "s3"),
     "rclone": ("cloudmanager.hosts.rclone", None),
+    "cm": ("cloudmanager.hosts.node", "node"),
+    "cms": ("cloudmanager.hosts.node", "node"),
 }
 ENTRY_POINT_GROUP = "cloudmanager.hosts"
 

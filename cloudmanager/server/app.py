@@ -1,0 +1,288 @@
+"""The node's HTTP app (Starlette): its objects, its catalog, share links and its page.
+
+Routes (every one but share links needs the token, see auth.py):
+
+``PUT /objects/<sha256>?name=NAME``
+    The body is kept as that file when its SHA-256 matches (streamed to the
+    cache, verified on arrival, nothing kept otherwise: 400); 507 when it does
+    not fit the node's cache.  201 (new) or 200 (known).
+``GET /objects/<sha256>``
+    The bytes (fetched from the node's hosts first when not cached), with
+    ``Range`` (206, 416).  The page's session cookie is accepted here too.
+``HEAD /objects/<sha256>``
+    The recorded size as ``Content-Length``, nothing fetched.
+``DELETE /objects/<sha256>``
+    The node forgets the file (204; 404 when unknown).
+``GET /catalog?since=N&limit=M``
+    Records changed after change number N: ``{"version", "records", "cursor", "more"}``.
+``POST /catalog``
+    A JSON dump to merge (at most payload.MAX_DUMP_BYTES, else 413).
+``GET /s/<sha256>?e=EXPIRY&sig=SIGNATURE``
+    A share link (links.py): the file under its recorded name, without the token.
+``GET /``, ``POST /login``, ``POST /logout``
+    The page (page.py).
+
+A malformed hash is 400, an unknown file 404; errors are ``{"error": "..."}``.
+The manager's calls block (SQLite, disk, hosts), so each runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import payload
+from ..errors import CacheFull, HashMismatch, InvalidDump, Unavailable
+from ..manager import CloudManager
+from ..names import is_sha256
+from . import auth, links
+from .page import Page
+from .settings import Settings
+from .streaming import BodyTooLarge, ClientGone, feed
+
+log = logging.getLogger(__name__)
+
+#: Records per catalog page: by default, and at most.
+PAGE_DEFAULT, PAGE_MAX = 1000, 10_000
+#: The session cookie of the page, and how long a login lasts.
+SESSION_COOKIE, SESSION_SECONDS = "cm_session", 7 * 86_400
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error answer: ``{"error": message}``."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with the name for every browser: RFC 6266's ``filename*`` (UTF-8)
+    and a plain ASCII ``filename`` for old clients."""
+    fallback = "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\;' else "_" for ch in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _hold(manager: CloudManager, digest: str, stack: ExitStack) -> Path | None:
+    """Warm the file up and hold it until ``stack`` closes (CloudManager.hold)."""
+    return stack.enter_context(manager.hold(digest))
+
+
+class _HeldFileResponse(FileResponse):
+    """A FileResponse (Range, HEAD, If-Range) of a held file, released when sent or abandoned."""
+
+    def __init__(self, stack: ExitStack, path: Path, **kwargs: Any):
+        super().__init__(path, **kwargs)
+        self._stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._stack.close)
+
+
+class AccessLog:
+    """ASGI middleware: one log line per request, its path without the query string
+    (share links carry their signature there) and never a header."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [0]
+
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            log.info("%s %s %s %s", client[0], scope["method"], scope["path"], status[0] or "-")
+
+
+class NodeApp:
+    """The endpoints over one node's CloudManager."""
+
+    def __init__(self, manager: CloudManager, settings: Settings):
+        self.manager = manager
+        self.settings = settings
+
+    def _require(self, request: Request, *, session: bool = False) -> None:
+        auth.require(request, self.settings.token, self.settings.secret, session=session)
+
+    @staticmethod
+    def _digest(request: Request) -> str:
+        digest = str(request.path_params["digest"])
+        if not is_sha256(digest):
+            raise HTTPException(400, f"not a SHA-256 (64 lowercase hex digits): {digest[:80]!r}")
+        return digest
+
+    async def _send_file(self, digest: str, *, filename: str | None) -> Response:
+        stack = ExitStack()
+        try:
+            path = await anyio.to_thread.run_sync(_hold, self.manager, digest, stack)
+        except Unavailable as exc:
+            stack.close()
+            return error(503, str(exc))
+        except BaseException:
+            stack.close()
+            raise
+        if path is None:
+            stack.close()
+            return error(404, f"no such file: {digest}")
+        headers = {"Cache-Control": "private, no-store"}
+        if filename is not None:
+            headers["Content-Disposition"] = content_disposition(filename)
+        return _HeldFileResponse(stack, path, headers=headers, filename=filename,
+                                 media_type=None if filename else "application/octet-stream")
+
+    # -- objects ----------------------------------------------------------------------
+
+    async def get_object(self, request: Request) -> Response:
+        """GET: the bytes, with Range.  HEAD: the recorded size."""
+        self._require(request, session=True)
+        digest = self._digest(request)
+        if request.method == "HEAD":
+            record = await anyio.to_thread.run_sync(self.manager.info, digest)
+            if record is None:
+                return Response(status_code=404)
+            return Response(headers={"Content-Length": str(record["filesize"]), "Accept-Ranges": "bytes",
+                                     "Content-Type": "application/octet-stream"})
+        return await self._send_file(digest, filename=None)
+
+    async def put_object(self, request: Request) -> Response:
+        """Keep the body as the file ``digest`` when its SHA-256 is that."""
+        self._require(request)
+        digest = self._digest(request)
+        name = request.query_params.get("name") or digest
+        capacity = self.manager.capacity
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > capacity:
+            return error(507, f"{length} bytes are more than this node's cache holds ({capacity})")
+        known = await anyio.to_thread.run_sync(self.manager.exists, digest)
+        try:
+            await feed(request.stream(), lambda source: self.manager.accept(source, name, digest),
+                       limit=capacity)
+        except HashMismatch as exc:
+            return error(400, str(exc))
+        except (CacheFull, BodyTooLarge) as exc:
+            return error(507, str(exc))
+        except ClientGone as exc:
+            return error(400, str(exc))
+        return JSONResponse({"hash": digest}, status_code=200 if known else 201)
+
+    async def delete_object(self, request: Request) -> Response:
+        """Forget the file (its copies on the node's hosts are left alone)."""
+        self._require(request)
+        digest = self._digest(request)
+        report = await anyio.to_thread.run_sync(self.manager.forget, digest)
+        if report is None:
+            return error(404, f"no such file: {digest}")
+        return Response(status_code=204)
+
+    # -- catalog ----------------------------------------------------------------------
+
+    async def get_catalog(self, request: Request) -> Response:
+        """A page of the records changed after ``since``."""
+        self._require(request)
+        numbers = {}
+        for key, default, low, high in (("since", 0, 0, None), ("limit", PAGE_DEFAULT, 1, PAGE_MAX)):
+            text = request.query_params.get(key, str(default))
+            if not text.isdigit() or len(text) > 18 or int(text) < low or (high and int(text) > high):
+                bounds = f"from {low} to {high}" if high else f"{low} or more"
+                return error(400, f"{key} must be a whole number {bounds}, not {text[:40]!r}")
+            numbers[key] = int(text)
+        records, cursor, more = await anyio.to_thread.run_sync(
+            self.manager.changes, numbers["since"], numbers["limit"])
+        return JSONResponse({"version": payload.FORMAT_VERSION, "records": records, "cursor": cursor,
+                             "more": more})
+
+    async def post_catalog(self, request: Request) -> Response:
+        """Merge a dump; what is invalid in it is counted, not merged."""
+        self._require(request)
+        limit = payload.MAX_DUMP_BYTES
+        too_large = error(413, f"a dump sent at once is at most {limit >> 20} MiB: send it in parts")
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return too_large
+        try:
+            text = body.decode("utf-8")
+            report = await anyio.to_thread.run_sync(self.manager.import_dump, text)
+        except UnicodeDecodeError:
+            return error(400, "a dump is UTF-8 JSON text")
+        except InvalidDump as exc:
+            return error(400, str(exc))
+        return JSONResponse({"added": report.added, "changed": report.changed,
+                             "rejected": len(report.rejected),
+                             "first_seq": report.first_seq, "last_seq": report.last_seq})
+
+    # -- share links ------------------------------------------------------------------
+
+    async def shared(self, request: Request) -> Response:
+        """A share link: the file under its recorded name, to anyone holding the link."""
+        digest = str(request.path_params["digest"])
+        query = request.query_params
+        if not links.verify(self.settings.secret, digest, query.get("e"), query.get("sig"), time.time()):
+            return error(403, "this link is invalid or has expired")
+        record = await anyio.to_thread.run_sync(self.manager.info, digest)
+        if record is None:
+            return error(404, "this file is no longer kept here")
+        return await self._send_file(digest, filename=str(record["filename"]))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, exc.detail, dict(exc.headers or {}))
+
+
+def make_app(manager: CloudManager, settings: Settings) -> Starlette:
+    """The Starlette app serving ``manager``'s node with ``settings``."""
+    node = NodeApp(manager, settings)
+    page = Page(manager, settings)
+    endpoint = Callable[[Request], Awaitable[Response]]
+    routes: list[tuple[str, endpoint, list[str]]] = [
+        ("/", page.show, ["GET"]),
+        ("/login", page.login, ["POST"]),
+        ("/logout", page.logout, ["POST"]),
+        ("/objects/{digest}", node.get_object, ["GET", "HEAD"]),
+        ("/objects/{digest}", node.put_object, ["PUT"]),
+        ("/objects/{digest}", node.delete_object, ["DELETE"]),
+        ("/catalog", node.get_catalog, ["GET"]),
+        ("/catalog", node.post_catalog, ["POST"]),
+        ("/s/{digest}", node.shared, ["GET", "HEAD"]),
+    ]
+    return Starlette(
+        routes=[Route(path, handler, methods=methods) for path, handler, methods in routes],
+        middleware=[
+            Middleware(AccessLog),
+            Middleware(SessionMiddleware, secret_key=settings.secret, session_cookie=SESSION_COOKIE,
+                       max_age=SESSION_SECONDS, same_site="strict", https_only=settings.tls),
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )

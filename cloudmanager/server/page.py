@@ -1,0 +1,146 @@
+"""The node's page: ``GET /`` shows the cache, the files and the hosts to a logged-in browser.
+
+Without a login, ``GET /`` shows a form asking for the node's token; ``POST
+/login`` checks it (constant time) and keeps the login in the signed session
+cookie (auth.py); ``POST /logout`` forgets it.  Server-rendered HTML from the
+Jinja2 templates in templates/, everything escaped (file and host names are
+other people's data); no script at all, and a Content-Security-Policy that
+allows none.  Each file name is a share link that lives a day.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from ..config import human_size
+from ..manager import CloudManager
+from . import auth, links
+from .settings import Settings
+
+#: The most files listed (the newest ones); the page says how many more there are.
+MAX_FILES = 500
+#: The largest login form read (anyone may send one: it is refused unread beyond this).
+MAX_FORM_BYTES = 8192
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the links carry their signature
+    "Cache-Control": "no-store",
+}
+
+
+def when(timestamp: int | None) -> str:
+    """A Unix time as people read it (UTC), or "-"."""
+    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M", time.gmtime(timestamp))
+
+
+@dataclass(frozen=True)
+class FileView:
+    """One line of the files table."""
+
+    hash: str
+    name: str
+    size: str
+    date: str
+    cached: str
+    hosts: list[str]
+    link: str
+
+
+@dataclass(frozen=True)
+class HostView:
+    """One line of the hosts table."""
+
+    name: str
+    url: str
+    active: bool
+    last_ok: str
+    last_error: str | None
+    last_error_time: str
+    failures: int
+
+
+class Page:
+    """The page's three endpoints over one node."""
+
+    def __init__(self, manager: CloudManager, settings: Settings):
+        self.manager = manager
+        self.settings = settings
+        self.templates = Environment(loader=PackageLoader("cloudmanager.server", "templates"),
+                                     autoescape=select_autoescape(default=True, default_for_string=True))
+
+    def _render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        html = self.templates.get_template(template).render(**values)
+        return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+    def _login(self, problem: str | None = None, status: int = 200) -> HTMLResponse:
+        return self._render("login.html", status, problem=problem)
+
+    async def show(self, request: Request) -> Response:
+        """The node, to a logged-in browser; the login form otherwise."""
+        if not auth.logged_in(request, self.settings.token, self.settings.secret):
+            return self._login()
+        return self._render("node.html", **await anyio.to_thread.run_sync(self._view))
+
+    async def login(self, request: Request) -> Response:
+        """Check the token from the form; log in and go to the page, or show the form again."""
+        length = request.headers.get("content-length", "")
+        if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+            return self._login("That form is too large.", 413)
+        async with request.form(max_files=0, max_fields=4, max_part_size=4096) as form:
+            given = form.get("token")
+        if not isinstance(given, str) or not given:
+            return self._login("Enter the node's token.", 401)
+        if not auth.same_token(given, self.settings.token):
+            return self._login("Wrong token.", 403)
+        auth.log_in(request, self.settings.token, self.settings.secret)
+        return RedirectResponse("/", status_code=303)
+
+    async def logout(self, request: Request) -> Response:
+        """Forget the login and go back to the form."""
+        auth.log_out(request)
+        return RedirectResponse("/", status_code=303)
+
+    def _view(self) -> dict[str, Any]:
+        """What the page shows, read from the catalog (blocking: run in a thread)."""
+        cm = self.manager
+        used, _ = cm.catalog.usage()
+        newest = heapq.nlargest(MAX_FILES, cm.listing(), key=lambda row: (row.datetime, row.hash))
+        total = cm.catalog.count()
+        lifetime = min(links.PAGE_LINK_SECONDS, links.longest_expiry(h.keep_days for h in cm.hosts))
+        expires = int(time.time()) + lifetime
+        files = []
+        for row in newest:
+            record = cm.catalog.record(row.hash)
+            holders = []
+            if record is not None:
+                holders = sorted(u.host for u in record.uploads if u.ok)
+                spread = record.spread[1] if record.spread else len(record.shares)
+                holders += [f"{s.host} (share {s.index + 1}/{spread})"
+                            for s in sorted(record.shares, key=lambda s: s.index) if s.ok]
+            files.append(FileView(
+                hash=row.hash, name=row.name, size=human_size(row.size), date=when(row.datetime),
+                cached="pinned" if row.pinned else ("yes" if row.cached else "no"), hosts=holders,
+                link=links.link_path(self.settings.secret, row.hash, expires)))
+        health = cm.catalog.host_health([h.name for h in cm.hosts])
+        hosts = [HostView(name=h.name, url=h.url(), active=h.active, last_ok=when(health[h.name].last_ok),
+                          last_error=health[h.name].last_error,
+                          last_error_time=when(health[h.name].last_error_time),
+                          failures=health[h.name].failures) for h in cm.hosts]
+        return {
+            "capacity": cm.capacity, "used": used,
+            "capacity_text": human_size(cm.capacity), "used_text": human_size(used),
+            "percent": f"{(used / cm.capacity if cm.capacity else 0.0):.1%}",
+            "files": files, "total": total, "hidden": max(0, total - len(files)),
+            "hosts": hosts, "link_lifetime": links.describe_seconds(lifetime),
+            "node_url": self.settings.public_url,
+        }
