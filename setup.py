@@ -16,6 +16,11 @@ EXTRAS = {
     "sftp": ["paramiko>=3.4"],
     "webdav": ["webdav4>=0.10", "httpx>=0.27"],
     "s3": ["boto3>=1.34"],
+    "node": ["httpx>=0.27"],  # cm:// hosts: other nodes' `cm serve`
+    "postgres": ["psycopg[binary]>=3.1"],  # a catalog on PostgreSQL, shared by a fleet of nodes
+    # `cm serve`: Range-capable FileResponse, login form parsing, the page's templates
+    "serve": ["starlette>=1.5.1", "uvicorn>=0.29", "jinja2>=3.1", "itsdangerous>=2",
+              "python-multipart>=0.0.9"],
 }
 
 setup(
@@ -28,13 +33,15 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["cloudmanager", "cloudmanager.*"]),
-    package_data={"cloudmanager": ["schema.sql", "py.typed"]},
+    package_data={"cloudmanager": ["schema.sql", "schema_pg.sql", "py.typed", "server/templates/*.html"]},
     install_requires=[
         "plowshare==0.3.6",  # the "plowshare-wrapper": file lockers through plowup/plowdown
         "platformdirs>=3",
         "click>=8.1",  # the cm command
         "rich>=13",  # its tables and progress bars
         "tomlkit>=0.12",  # cm relocate rewrites the configuration, comments kept
+        "cryptography>=42",  # client-side encryption: ChaCha20-Poly1305, HKDF (crypto.py)
+        "zfec>=1.5",  # erasure coding of spread files, as Tahoe-LAFS does it (erasure.py)
         'tomli>=2; python_version < "3.11"',
     ],
     extras_require=dict(EXTRAS, all=sorted({dep for deps in EXTRAS.values() for dep in deps}), develop=[
@@ -52,6 +59,8 @@ setup(
         "boto3-stubs[s3]>=1.34",
         "types-paramiko>=3",
         "tomli>=2",  # for mypy's Python 3.10 view of config.py
+        "selenium>=4.15",  # the page, in a real (headless) Chromium
+        "psycopg[binary]>=3.1",
     ]),
     entry_points={
         "console_scripts": [

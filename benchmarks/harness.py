@@ -143,6 +143,11 @@ class Target:
         return cls(f"{low:g}..{high:g}", lambda value: low <= value <= high)
 
     @classmethod
+    def none(cls) -> Target:
+        """No target: a figure reported for information."""
+        return cls("-", lambda value: True)
+
+    @classmethod
     def below(cls, limit: float, unit: str) -> Target:
         """value < limit (shown with its unit)."""
         return cls(f"< {limit:g} {unit}", lambda value: value < limit)
@@ -188,7 +193,8 @@ RIGHT = (False, True, True, True, False, False)
 def format_table(rows: Sequence[Row]) -> str:
     """The rows as a plain-text table with aligned columns."""
     cells = [HEADER] + [
-        (row.figure, row.ours, row.peer, row.ratio or "-", row.target.text, "yes" if row.met else "no")
+        (row.figure, row.ours, row.peer, row.ratio or "-", row.target.text,
+         "-" if row.target.text == "-" else "yes" if row.met else "no")
         for row in rows
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(HEADER))]

@@ -20,13 +20,16 @@ from pathlib import Path
 
 import diskcache
 import network
+import nodes
+import pgcatalog
+import untrusted
 from figures import FIGURES, FULL, QUICK, Bench
 from harness import Row, Stopwatch, format_table, note
 
 import cloudmanager
 
 #: Every figure's name, in the order of a plain run.
-NAMES = [*FIGURES, *network.FIGURES]
+NAMES = [*FIGURES, *network.FIGURES, *nodes.FIGURES, *untrusted.FIGURES, *pgcatalog.FIGURES]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen figures and print the table."""
     args = parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    chosen = {**FIGURES, **network.figures(args.quick)}
+    chosen = {**FIGURES, **network.figures(args.quick), **nodes.FIGURES, **untrusted.FIGURES,
+              **pgcatalog.FIGURES}
     names = list(dict.fromkeys(args.only or NAMES))
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cm-bench-") as root, Stopwatch() as total:

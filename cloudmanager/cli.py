@@ -22,15 +22,26 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
-from . import __version__, config, payload
+from . import __version__, config, payload, peersync
+from .crypto import Key
+from .erasure import Spread
 from .errors import CloudManagerError, InvalidDump
 from .manager import CloudManager
 from .names import is_sha256
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
+#: Where `cm sync --from/--to` looks for the other node's token by default.
+PEER_TOKEN_ENV = "CM_PEER_TOKEN"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -69,8 +80,12 @@ class Node:
         """The node's CloudManager (catalog and cache directories are created)."""
         if self._manager is None:
             conf = self.config
-            conf.catalog.parent.mkdir(parents=True, exist_ok=True)
-            self._manager = CloudManager(conf.catalog, conf.cache, conf.capacity, hosts=conf.make_hosts())
+            if conf.catalog_url is None:
+                conf.catalog.parent.mkdir(parents=True, exist_ok=True)
+            key = conf.load_key()  # also reads other nodes' sealed copies, when they share the key
+            self._manager = CloudManager(conf.database, conf.cache, conf.capacity,
+                                         hosts=conf.make_hosts(key), key=key, spread=conf.spread,
+                                         node=conf.node)
         return self._manager
 
     def close(self) -> None:
@@ -158,35 +173,47 @@ def init(node: Node) -> None:
     """Create the catalog and the cache of the current configuration."""
     cm = node.manager()
     conf = node.config
-    click.echo(f"catalog  {conf.catalog}\ncache    {conf.cache} ({config.human_size(cm.capacity)})")
+    click.echo(f"catalog  {conf.catalog_shown}\ncache    {conf.cache} ({config.human_size(cm.capacity)})")
     for host in cm.hosts:
         click.echo(f"host     {host.name}  {host.url()}{'' if host.active else '  (inactive)'}")
 
 
 @contextmanager
-def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], object]]:
-    """A byte progress bar on stderr when it is a terminal; a no-op otherwise."""
+def progress_bar(total: int | None, enabled: bool, unit: str = "bytes") -> Iterator[Callable[[int], object]]:
+    """A progress bar on stderr when it is a terminal (of bytes, or of ``unit``s
+    when counting something else); a no-op otherwise."""
     if not enabled or not sys.stderr.isatty():
         yield lambda count: None
         return
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), console=Console(stderr=True), transient=True)
+    counts = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn()]
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), *counts, console=Console(stderr=True),
+                   transient=True)
     with bar:
-        task = bar.add_task("hashing", total=total)
+        task = bar.add_task("hashing" if unit == "bytes" else unit, total=total)
         yield lambda count: bar.advance(task, count)
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--spread", metavar="K/N", help="Cut each file into N shares on N hosts, any K of which "
+              "rebuild it (default: [upload] spread, else a whole copy on every host).")
 @json_option
 @pass_node
 @guarded
-def upload(node: Node, files: tuple[Path, ...], as_json: bool) -> None:
+def upload(node: Node, files: tuple[Path, ...], spread: str | None, as_json: bool) -> None:
     """Keep FILES: cache them and send them to every active host.
 
     Prints one line per file: its hash, then ok or the error for each host.
     """
     cm = node.manager()
+    if spread is not None:
+        try:
+            cm.spread = Spread.parse(spread)
+        except ValueError as exc:
+            raise BadInput(f"--spread: {exc}") from None
+    if node.config.encrypts and cm.key is None:
+        raise BadInput(f"encryption is on and there is no key at {node.config.key_file}: "
+                       "create one with `cm key init` (or restore yours)")
     sizes = {}
     for path in files:
         if not path.exists():
@@ -201,7 +228,8 @@ def upload(node: Node, files: tuple[Path, ...], as_json: bool) -> None:
     for path, digest in zip(files, digests, strict=True):
         record = cm.info(digest) if digest else None
         results.append({"file": str(path), "hash": digest or None,
-                        "uploads": record["uploads"] if record else []})
+                        "uploads": record["uploads"] if record else [],
+                        "shares": record.get("shares") if record else None})
         if not digest:
             status = FAILED
     if as_json:
@@ -209,15 +237,16 @@ def upload(node: Node, files: tuple[Path, ...], as_json: bool) -> None:
     else:
         health = cm.catalog.host_health(h.name for h in cm.hosts)
         for item in results:
+            entries = item["uploads"] + (item["shares"]["items"] if item["shares"] else [])
             states = "  ".join(_state(u, health[u["host_name"]].last_error if u["host_name"] in health
-                                      else None) for u in item["uploads"])
+                                      else None) for u in entries)
             click.echo(f"{item['hash'] or 'NOT KEPT'}  {item['file']}  {states}")
     if status:
         raise Failure("some files could be kept nowhere (no host took them and the cache is full)")
 
 
 def _state(upload: dict[str, Any], last_error: str | None) -> str:
-    name = upload["host_name"]
+    name = upload["host_name"] + (f" (share {upload['index']})" if "index" in upload else "")
     return f"{name}: ok" if "url" in upload else f"{name}: error ({last_error or 'failed'})"
 
 
@@ -264,8 +293,10 @@ def list_files(node: Node, cached: bool, pending: bool, as_json: bool) -> None:
     out = table("hash", "name", "size", "date (UTC)", "cache", "hosts")
     for row in rows:
         state = "pinned" if row.pinned else ("yes" if row.cached else "no")
-        out.add_row(row.hash[:12], row.name, config.human_size(row.size), when(row.datetime), state,
-                    f"{row.held}/{row.tried}")
+        copies = f"{row.held}/{row.tried}"
+        if row.spread is not None:
+            copies = f"{shares_text(row.shares, *row.spread)}" + (f", {copies}" if row.tried else "")
+        out.add_row(row.hash[:12], row.name, config.human_size(row.size), when(row.datetime), state, copies)
     console().print(out)
 
 
@@ -276,10 +307,22 @@ def list_files(node: Node, cached: bool, pending: bool, as_json: bool) -> None:
 @guarded
 def info(node: Node, digest: str, as_json: bool) -> None:
     """Print the file's JSON record (format 0.2)."""
-    record = node.manager().info(need_hash(digest))
+    cm = node.manager()
+    record = cm.info(need_hash(digest))
     if record is None:
         raise Failure(f"{digest}: not in the catalog")
     emit_json(record)
+    if as_json:
+        return
+    if "shares" in record:
+        spread = record["shares"]
+        held = sum("url" in item for item in spread["items"])
+        click.echo(shares_text(held, spread["k"], spread["n"]), err=True)
+    sealed = [u["host_name"] for u in record["uploads"] + record.get("shares", {}).get("items", [])
+              if u.get("encrypted")]
+    if sealed and cm.key is None:
+        click.echo(f"unreadable here: the copies on {', '.join(sorted(set(sealed)))} are encrypted "
+                   "and this node has no key", err=True)
 
 
 @main.command()
@@ -366,12 +409,27 @@ def load(node: Node, source: str, as_json: bool) -> None:
 
 @main.command()
 @click.option("--copies", type=click.IntRange(min=1), help="Also send files until each is on N hosts.")
+@click.option("--repair", is_flag=True, help="Also rebuild lost shares of spread files onto other hosts.")
+@click.option("--from", "pull_from", metavar="URL", multiple=True,
+              help="Pull the catalog changes of the node at URL (cm://HOST:PORT, http://...).")
+@click.option("--to", "push_to", metavar="URL", multiple=True, help="Push this catalog's changes to URL.")
+@click.option("--token-env", default=PEER_TOKEN_ENV, show_default=True, metavar="NAME",
+              help="The variable holding the other node's token (else a cm:// host record's token).")
 @json_option
 @pass_node
 @guarded
-def sync(node: Node, copies: int | None, as_json: bool) -> None:
-    """Retry failed host uploads (and, with --copies N, make more copies)."""
-    changes = node.manager().sync(copies=copies)
+def sync(node: Node, copies: int | None, repair: bool, pull_from: tuple[str, ...], push_to: tuple[str, ...],
+         token_env: str, as_json: bool) -> None:
+    """Retry failed host uploads (and, with --copies N, make more copies).
+
+    With --from/--to, exchange catalogs with other nodes instead (over HTTP,
+    paged, validated as a dump; each peer's cursor is remembered, so a repeated
+    exchange moves nothing).
+    """
+    if pull_from or push_to:
+        _exchange(node, pull_from, push_to, token_env, as_json)
+        return
+    changes = node.manager().sync(copies=copies, repair=repair)
     results = [(digest, u) for digest, uploads in changes.items() for u in uploads]
     failed = sum(not u.ok for _, u in results)
     if as_json:
@@ -382,6 +440,91 @@ def sync(node: Node, copies: int | None, as_json: bool) -> None:
         click.echo(f"{len(results) - failed} sent, {failed} failed")
     if failed:
         sys.exit(FAILED)
+
+
+@main.group()
+def key() -> None:
+    """The node's encryption key (hosts with encrypt = true, or [upload] encrypt = true).
+
+    A lost key means lost files: back it up with `cm key export`.
+    """
+
+
+@key.command(name="init")
+@pass_node
+@guarded
+def key_init(node: Node) -> None:
+    """Create the key file (mode 0600); an existing key is never replaced."""
+    path = node.config.key_file
+    made = Key.generate()
+    made.save(path)
+    click.echo(f"{path}  key {made.fingerprint}")
+    click.echo("Back it up now (cm key export): without it, encrypted files cannot be read.", err=True)
+
+
+@key.command(name="show-public")
+@pass_node
+@guarded
+def key_show_public(node: Node) -> None:
+    """Print the key's fingerprint: safe to show, it names the key without revealing it."""
+    click.echo(Key.load(node.config.key_file).fingerprint)
+
+
+@key.command(name="export")
+@pass_node
+@guarded
+def key_export(node: Node) -> None:
+    """Print the key itself, for a backup: whoever has it reads every encrypted file."""
+    click.echo(Key.load(node.config.key_file).export())
+    click.echo("This is the secret key: keep the copy offline.", err=True)
+
+
+def _peer_token(conf: config.Config, origin: str, token_env: str) -> str | None:
+    """The token for the node at ``origin``: the variable ``token_env``, else the
+    token of a configured cm:// host at the same address."""
+    if os.environ.get(token_env):
+        return os.environ[token_env]
+    for record in conf.hosts:
+        if record.token and record.url.startswith(("cm://", "cms://")) and _origin_of(record.url) == origin:
+            return record.token
+    return None
+
+
+def _origin_of(url: str) -> str:
+    """The normalized ``http[s]://HOST:PORT`` of a node's URL (ValueError when it is not one)."""
+    return str(_nodeclient().origin(url))
+
+
+def _nodeclient() -> Any:
+    """The nodeclient module, which needs httpx (the ``node`` extra)."""
+    try:
+        from . import nodeclient
+    except ImportError as exc:
+        raise Failure(f"talking to other nodes needs {exc.name}: pip install 'cloudmanager[node]'") from None
+    return nodeclient
+
+
+def _exchange(node: Node, pull_from: tuple[str, ...], push_to: tuple[str, ...], token_env: str,
+              as_json: bool) -> None:
+    """Catalog sync with other nodes, both ways as asked; one line (or record) per direction."""
+    cm = node.manager()
+    done: list[peersync.Exchange] = []
+    for url, direction in [(u, "pull") for u in pull_from] + [(u, "push") for u in push_to]:
+        try:
+            origin = _origin_of(url)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        run = peersync.pull if direction == "pull" else peersync.push
+        with (_nodeclient().NodeClient(url, _peer_token(node.config, origin, token_env)) as client,
+              progress_bar(None, not as_json, unit="records") as advance):
+            done.append(run(cm, client, origin, progress=advance))
+    if as_json:
+        emit_json([asdict(exchange) for exchange in done])
+        return
+    for e in done:
+        arrow = "<-" if e.direction == "pull" else "->"
+        click.echo(f"{arrow} {e.peer}: {e.records} records, {e.added} new files, {e.changed} changed, "
+                   f"{e.rejected} rejected (cursor {e.cursor})")
 
 
 @main.group(invoke_without_command=True)
@@ -436,6 +579,11 @@ def evict(node: Node, digests: tuple[str, ...], everything: bool) -> None:
         raise BadInput("give HASH... or --all")
     evicted = node.manager().evict(None if everything else [need_hash(d) for d in digests])
     click.echo(f"evicted {len(evicted)} file(s)")
+
+
+def shares_text(held: int, k: int, n: int) -> str:
+    """``3 of 5 shares, needs 3``: how a spread file stands."""
+    return f"{held} of {n} shares, needs {k}"
 
 
 def _pin(node: Node, digest: str, pinned: bool) -> None:
@@ -580,3 +728,81 @@ def fsck(node: Node, repair: bool, ask_hosts: bool, verify_hash: bool, as_json: 
         click.echo(f"{problems} problem(s) {verdict}" if problems else "no problem found")
     if problems and not (repair and report.mended):
         sys.exit(FAILED)
+
+
+# -- serving the node -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--bind", metavar="ADDR:PORT", help=f"Where to listen (default: the configuration's "
+              f"serve.bind, else {config.DEFAULT_BIND}).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="Serve HTTPS with "
+              "this certificate (PEM); with --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="The certificate's key.")
+@pass_node
+@guarded
+def serve(node: Node, bind: str | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Serve this node over HTTP until stopped: its files to other nodes (cm://),
+    its catalog, share links, and a page for browsers.
+
+    Every call but a share link needs the node's token (serve.token or
+    serve.token_env in the configuration).
+    """
+    from .server.settings import Settings
+
+    try:
+        from .server.run import serve as run_server
+    except ImportError as exc:
+        raise Failure(f"cm serve needs {exc.name}, which is missing: pip install 'cloudmanager[serve]'") \
+            from None
+    try:
+        settings = Settings.from_config(node.config.serve, bind=bind, tls_cert=tls_cert, tls_key=tls_key)
+    except ValueError as exc:  # a ConfigError too: bad input either way
+        raise BadInput(str(exc)) from None
+    cm = node.manager()
+    click.echo(f"cm: serving the catalog {node.config.catalog_shown} (share links: {settings.public_url})",
+               err=True)
+    run_server(cm, settings)
+
+
+@main.command()
+@click.argument("digest", metavar="HASH")
+@click.option("--expires", default="7d", show_default=True, metavar="DURATION",
+              help="How long the link works: 7d, 12h, 30m, or seconds (at most the smallest "
+              "keep_days of the hosts, else 365 days).")
+@json_option
+@pass_node
+@guarded
+def link(node: Node, digest: str, expires: str, as_json: bool) -> None:
+    """Print a link to a file that anyone can open without the token, until it expires.
+
+    The link points at this node's `cm serve` (serve.public_url), which sends the
+    file under its recorded name, fetching it from a host first when needed.
+    """
+    from .server import links
+
+    try:
+        seconds = links.parse_duration(expires)
+    except ValueError as exc:
+        raise BadInput(f"--expires: {exc}") from None
+    cm = node.manager()
+    kept = [host.keep_days for host in cm.hosts if host.keep_days is not None]
+    longest = links.longest_expiry(kept)
+    if seconds > longest:
+        why = "the smallest keep_days of this node's hosts" if longest < links.DEFAULT_MAX_DAYS * links.DAY \
+            else "the longest allowed"
+        raise BadInput(f"--expires {expires}: longer than a link may live here, "
+                       f"{links.describe_seconds(longest)} ({why})")
+    record = cm.info(need_hash(digest))
+    if record is None:
+        raise Failure(f"{digest}: not in the catalog")
+    serve_config = node.config.serve
+    if not serve_config.public_url and config.parse_bind(serve_config.bind)[0] in ("0.0.0.0", "::"):
+        click.echo(f"cm: warning: the link names {serve_config.bind}, which only this machine can open: "
+                   "set serve.public_url", err=True)
+    until = int(time.time()) + seconds
+    url = links.make_link(serve_config.base_url(), config.serve_secret(serve_config), digest, until)
+    if as_json:
+        emit_json({"url": url, "hash": digest, "name": record["filename"], "expires": until})
+    else:
+        click.echo(url)

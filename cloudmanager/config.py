@@ -1,7 +1,9 @@
 """The TOML configuration: where the catalog and the cache live, how big, which hosts.
 
     [catalog]
-    path = "~/cloud/catalog.sqlite3"
+    path = "~/cloud/catalog.sqlite3"  # SQLite (the default), or a PostgreSQL catalog shared by
+    # url = "postgresql://cm@db.example.org:5432/cloud"   # a fleet of nodes (or url_env =
+    # node = "nas"                 # "CM_CATALOG_URL" when it holds a password); this node's id
 
     [cache]
     path = "~/cloud/cache"
@@ -16,6 +18,11 @@
     description = "the NAS"
     active = true                  # inactive: no new uploads, still used for downloads
 
+    [serve]                        # `cm serve` and `cm link` (see ServeConfig)
+    bind = "127.0.0.1:8976"
+    token_env = "CM_TOKEN"         # or token = "..."; required to serve
+    public_url = "https://files.example.org"   # the base of share links
+
 Which file: ``--config PATH``, else ``$CM_CONFIG``, else ``config.toml`` in the
 user config directory.  A file named by the first two must exist; with no file in
 the user config directory the embedded defaults apply (catalog and cache in the
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,8 +44,12 @@ from typing import Any
 
 import platformdirs
 
+from .catalog.location import is_server_url, node_id, redact
+from .crypto import Key
+from .erasure import Spread
 from .errors import CloudManagerError
 from .hosts import Host, make_host
+from .hosts.encrypted import encrypting
 from .paths import APP_NAME, data_dir, default_host_urls
 
 if sys.version_info >= (3, 11):
@@ -50,7 +62,12 @@ CONFIG_ENV = "CM_CONFIG"
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
           "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
-_HOST_KEYS = {"name", "url", "token", "token_env", "config", "keep_days", "description", "active"}
+_HOST_KEYS = {"name", "url", "token", "token_env", "config", "keep_days", "description", "active", "encrypt"}
+_SERVE_KEYS = {"bind", "token", "token_env", "secret", "secret_env", "public_url", "tls_cert", "tls_key"}
+DEFAULT_BIND = "127.0.0.1:8976"
+#: The secret made once for a node that names none (``serve.secret``), beside config.toml.
+SECRET_FILE = "serve.secret"
+_BIND = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s/]+)):(\d{1,5})")
 
 
 class ConfigError(CloudManagerError, ValueError):
@@ -92,6 +109,7 @@ class HostConfig:
     keep_days: int | None = None
     description: str = ""
     active: bool = True
+    encrypt: bool = False  # seal what this host receives (see crypto.py)
 
     def make(self) -> Host:
         """The host this record describes."""
@@ -100,6 +118,87 @@ class HostConfig:
         host.keep_days = self.keep_days
         host.description = self.description
         return host
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8976"`` or ``"[::1]:8976"`` -> (address, port); ValueError otherwise."""
+    match = _BIND.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None or not 0 < int(match.group(3)) < 65536:
+        raise ValueError(f"not an ADDRESS:PORT to listen on: {str(value)[:60]!r} (e.g. 127.0.0.1:8976)")
+    return match.group(1) or match.group(2), int(match.group(3))
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The ``[serve]`` table: how ``cm serve`` serves this node, and how links are made.
+
+    ``token`` guards every call but share links (required to serve);
+    ``secret`` signs share links and the page's session cookie (when none is
+    given, one is made once, see :func:`serve_secret`); ``public_url`` is the
+    base URL of share links (default: ``http[s]://`` + ``bind``).
+    """
+
+    bind: str = DEFAULT_BIND
+    token: str | None = field(default=None, repr=False)
+    token_env: str | None = None  # named, but the variable was not set (token is None then)
+    secret: str | None = field(default=None, repr=False)
+    secret_env: str | None = None  # named, but the variable was not set (secret is None then)
+    public_url: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    source: Path | None = None  # the configuration file, for messages
+
+    @property
+    def tls(self) -> bool:
+        """True when serving HTTPS."""
+        return self.tls_cert is not None
+
+    def base_url(self) -> str:
+        """The base URL of share links: ``public_url``, else ``http[s]://BIND``."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"{'https' if self.tls else 'http'}://{self.bind}"
+
+    def where(self, key: str) -> str:
+        """``FILE: serve.KEY`` for messages."""
+        return f"{self.source or 'configuration'}: serve.{key}"
+
+
+def serve_secret(serve: ServeConfig) -> str:
+    """The secret that signs share links and session cookies.
+
+    ``serve.secret``, else the variable named by ``serve.secret_env`` (unset:
+    ConfigError), else a random secret made once and kept in ``serve.secret``
+    in the user config directory (mode 0600), so links stay valid across
+    restarts.
+    """
+    if serve.secret:
+        return serve.secret
+    if serve.secret_env:
+        raise ConfigError(f"{serve.where('secret_env')}: the environment variable "
+                          f"{serve.secret_env} is not set")
+    path = user_config_path().with_name(SECRET_FILE)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{SECRET_FILE}.{secrets.token_hex(8)}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(secrets.token_hex(32) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(partial, path)  # complete, and never replaces one made meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink(missing_ok=True)
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the node's secret: {exc}") from None
+    if len(secret) < 32:
+        raise ConfigError(f"{path}: the node's secret is too short (remove the file to make a new one)")
+    return secret
 
 
 @dataclass(frozen=True)
@@ -111,10 +210,39 @@ class Config:
     capacity: int = DEFAULT_CAPACITY
     hosts: tuple[HostConfig, ...] = ()
     path: Path | None = None  # the file it came from (None: embedded defaults)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    spread: Spread | None = None  # [upload] spread = "K/N": the default spread of uploads
+    encrypt_all: bool = False  # [upload] encrypt = true: every host receives sealed bytes
+    key_file: Path = field(default_factory=lambda: user_config_path().with_name("key"))  # [encryption]
+    #: [catalog] url: a PostgreSQL catalog instead of the SQLite file ``catalog`` (may hold a password).
+    catalog_url: str | None = field(default=None, repr=False)
+    node: str | None = None  # [catalog] node: this node's id in a shared catalog (default: see node_id)
 
-    def make_hosts(self) -> list[Host]:
-        """The configured hosts (names checked for uniqueness by the manager)."""
-        return [record.make() for record in self.hosts]
+    @property
+    def database(self) -> str | Path:
+        """What the manager opens: the catalog URL, else the SQLite file."""
+        return self.catalog_url or self.catalog
+
+    @property
+    def catalog_shown(self) -> str:
+        """The catalog as it may be shown (a URL's password hidden)."""
+        return redact(self.database)
+
+    @property
+    def encrypts(self) -> bool:
+        """True when some host receives sealed bytes (a key is needed to upload)."""
+        return self.encrypt_all or any(record.encrypt for record in self.hosts)
+
+    def make_hosts(self, key: Key | None = None) -> list[Host]:
+        """The configured hosts (names checked for uniqueness by the manager); those
+        that encrypt seal with ``key`` (None: the node has no key, their copies are
+        unreadable and uploads to them fail, saying so)."""
+        return [encrypting(host, key) if record.encrypt or self.encrypt_all else host
+                for record, host in ((record, record.make()) for record in self.hosts)]
+
+    def load_key(self) -> Key | None:
+        """The node's key from ``key_file`` (None when there is no such file)."""
+        return Key.load(self.key_file) if self.key_file.exists() else None
 
 
 def user_config_path() -> Path:
@@ -184,11 +312,13 @@ class _Reader:
         return path if path.is_absolute() else (self.path.parent / path).resolve()
 
     def config(self, document: Mapping[str, Any]) -> Config:
-        unknown = sorted(set(document) - {"catalog", "cache", "hosts"})
+        known = {"catalog", "cache", "hosts", "serve", "upload", "encryption"}
+        unknown = sorted(set(document) - known)
         if unknown:
-            raise self.fail(unknown[0], "unknown section (known: catalog, cache, hosts)")
+            raise self.fail(unknown[0], f"unknown section (known: {', '.join(sorted(known))})")
         base = defaults()
-        catalog = self.table(document, "catalog", {"path"})
+        catalog = self.catalog(self.table(document, "catalog", {"path", "url", "url_env", "node"}),
+                               base.catalog)
         cache = self.table(document, "cache", {"path", "capacity"})
         try:
             capacity = parse_size(cache.get("capacity", DEFAULT_CAPACITY))
@@ -207,12 +337,79 @@ class _Reader:
                     raise self.fail(f"hosts[{i}]", f"two hosts are named {name!r} (set name = ...)")
             hosts = tuple(record for record, _ in checked)
         return Config(
-            catalog=self.location(catalog.get("path"), "catalog.path", base.catalog),
+            **catalog,
             cache=self.location(cache.get("path"), "cache.path", base.cache),
             capacity=capacity,
             hosts=hosts,
             path=self.path,
+            serve=self.serve(self.table(document, "serve", _SERVE_KEYS)),
+            **self.upload(self.table(document, "upload", {"spread", "encrypt"}),
+                          self.table(document, "encryption", {"key_file"}), base.key_file),
         )
+
+    def catalog(self, table: Mapping[str, Any], default: Path) -> dict[str, Any]:
+        """The ``[catalog]`` table, checked: an SQLite path, or a PostgreSQL URL (given, or
+        read from the variable ``url_env`` names), and the node's id.  A URL is never shown."""
+        given = [key for key in ("path", "url", "url_env") if key in table]
+        if len(given) > 1:
+            raise self.fail("catalog", f"give one of path, url and url_env, not {' and '.join(given)}")
+        for key in ("url", "url_env", "node"):
+            if key in table and (not isinstance(table[key], str) or not table[key].strip()):
+                raise self.fail(f"catalog.{key}", "must be a non-empty string")
+        url = table.get("url")
+        if "url_env" in table:
+            url = self.environ.get(table["url_env"])
+            if not url:
+                raise self.fail("catalog.url_env", f"the environment variable {table['url_env']} is not set")
+        if url is not None and not is_server_url(url):
+            source = "catalog.url" if "url" in table else f"the variable {table['url_env']}"
+            raise self.fail("catalog.url" if "url" in table else "catalog.url_env",
+                            f"{source} must be a postgresql:// or postgres:// URL")
+        return {"catalog": self.location(table.get("path"), "catalog.path", default),
+                "catalog_url": url, "node": table.get("node")}
+
+    def upload(self, table: Mapping[str, Any], encryption: Mapping[str, Any],
+               key_file: Path) -> dict[str, Any]:
+        """The ``[upload]`` and ``[encryption]`` tables, checked: spread, encrypt, key file."""
+        spread = None
+        if "spread" in table:
+            try:
+                spread = Spread.parse(table["spread"])
+            except ValueError as exc:
+                raise self.fail("upload.spread", str(exc)) from None
+        encrypt = table.get("encrypt", False)
+        if not isinstance(encrypt, bool):
+            raise self.fail("upload.encrypt", "must be true or false")
+        return {"spread": spread, "encrypt_all": encrypt,
+                "key_file": self.location(encryption.get("key_file"), "encryption.key_file", key_file)}
+
+    def serve(self, table: Mapping[str, Any]) -> ServeConfig:
+        """The ``[serve]`` table, checked."""
+        for key in _SERVE_KEYS - {"tls_cert", "tls_key"}:
+            if key in table and (not isinstance(table[key], str) or not table[key]):
+                raise self.fail(f"serve.{key}", "must be a non-empty string")
+        bind = table.get("bind", DEFAULT_BIND)
+        try:
+            parse_bind(bind)
+        except ValueError as exc:
+            raise self.fail("serve.bind", str(exc)) from None
+        values: dict[str, str | None] = {}
+        for key in ("token", "secret"):
+            if key in table and f"{key}_env" in table:
+                raise self.fail("serve", f"give {key} or {key}_env, not both")
+            env = table.get(f"{key}_env")
+            values[key] = (self.environ.get(env) or None) if env else table.get(key)
+            values[f"{key}_env"] = env if env and values[key] is None else None
+        public_url = table.get("public_url")
+        if public_url is not None and not public_url.startswith(("http://", "https://")):
+            raise self.fail("serve.public_url", "must start with http:// or https://")
+        cert, cert_key = (self.location(table[name], f"serve.{name}", Path()) if name in table else None
+                          for name in ("tls_cert", "tls_key"))
+        if (cert is None) != (cert_key is None):
+            raise self.fail("serve", "give both tls_cert and tls_key, or neither")
+        return ServeConfig(bind=bind, token=values["token"], token_env=values["token_env"],
+                           secret=values["secret"], secret_env=values["secret_env"], public_url=public_url,
+                           tls_cert=cert, tls_key=cert_key, source=self.path)
 
     def host(self, record: object, key: str) -> tuple[HostConfig, str]:
         """One checked host record, and the name its host gets."""
@@ -242,11 +439,13 @@ class _Reader:
         if keep_days is not None and (isinstance(keep_days, bool) or not isinstance(keep_days, int)
                                       or keep_days < 1):
             raise self.fail(f"{key}.keep_days", "must be a whole number of days, 1 or more")
-        active = record.get("active", True)
-        if not isinstance(active, bool):
-            raise self.fail(f"{key}.active", "must be true or false")
+        active, encrypt = record.get("active", True), record.get("encrypt", False)
+        for flag, value in (("active", active), ("encrypt", encrypt)):
+            if not isinstance(value, bool):
+                raise self.fail(f"{key}.{flag}", "must be true or false")
         host = HostConfig(url=url, name=record.get("name"), token=token, config=config,
-                          keep_days=keep_days, description=record.get("description", ""), active=active)
+                          keep_days=keep_days, description=record.get("description", ""), active=active,
+                          encrypt=encrypt)
         try:
             made = host.make()  # the kind checks its URL and options now, with the file named
         except ValueError as exc:
@@ -257,13 +456,20 @@ class _Reader:
 
 def set_cache_path(conf: Config, cache: Path) -> Path:
     """Record a new cache directory in the configuration file (comments kept);
-    with the embedded defaults, write the user's configuration file.  Returns it."""
+    with the embedded defaults, write the user's configuration file.  Returns it.
+
+    A node on a shared (PostgreSQL) catalog with no ``[catalog] node`` keeps the
+    id it had (its default follows the cache directory): it is written too, in
+    the same atomic replacement, so the node finds its cache state again.
+    """
     import tomlkit
 
     path = conf.path or user_config_path()
     document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
     section = document.setdefault("cache", tomlkit.table())
     section["path"] = str(cache)
+    if conf.catalog_url is not None and conf.node is None:
+        document.setdefault("catalog", tomlkit.table())["node"] = node_id(conf.cache)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.cm-partial")
     partial.write_text(tomlkit.dumps(document), encoding="utf-8")

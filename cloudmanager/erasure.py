@@ -19,7 +19,7 @@ import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import zfec
 
@@ -32,6 +32,13 @@ _HEADER = struct.Struct(">4sBBBxIQ32s")
 HEADER_BYTES = _HEADER.size
 MAX_SHARES = 256  # zfec's limit
 _SPREAD = re.compile(r"\s*(\d{1,3})\s*/\s*(\d{1,3})\s*")
+
+
+class Readable(Protocol):
+    """Where a share is read from: a binary file, or a pipe from a download."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes; fewer only at the end."""
 
 
 class ShareError(CloudManagerError):
@@ -76,7 +83,7 @@ def _segments(size: int, k: int) -> list[tuple[int, int]]:
     return runs
 
 
-def _read_exactly(source: BinaryIO, count: int) -> bytes:
+def _read_exactly(source: Readable, count: int) -> bytes:
     data = source.read(count)
     while len(data) < count:
         more = source.read(count - len(data))
@@ -97,21 +104,34 @@ def encode(source: BinaryIO, size: int, spread: Spread, object_id: bytes, output
     encoder = zfec.Encoder(spread.k, spread.n)
     for index, out in enumerate(outputs):
         write_all(out, _HEADER.pack(MAGIC, spread.k, spread.n, index, BLOCK, size, object_id))
+    buffer = bytearray(spread.k * BLOCK)
     left = size
     for block, count in _segments(size, spread.k):
+        segment = memoryview(buffer)[: block * spread.k]
         for _ in range(count):
-            want = min(left, block * spread.k)
-            data = _read_exactly(source, want)
-            if len(data) != want:
-                raise ShareError(f"the source ended {left - len(data)} bytes early")
+            want = min(left, len(segment))
+            got = _read_into(source, segment[:want])
+            if got != want:
+                raise ShareError(f"the source ended {left - got} bytes early")
+            segment[want:] = bytes(len(segment) - want)  # the last segment's padding
             left -= want
-            padded = data.ljust(block * spread.k, b"\0")
-            blocks = tuple(padded[i * block:(i + 1) * block] for i in range(spread.k))
+            blocks = tuple(segment[i * block:(i + 1) * block] for i in range(spread.k))
             for out, piece in zip(outputs, encoder.encode(blocks), strict=True):
                 write_all(out, piece)
 
 
-def decode(shares: Mapping[int, BinaryIO], spread: Spread, size: int, object_id: bytes, out: Sink) -> None:
+def _read_into(source: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from ``source``; the count read (short only at the end)."""
+    done = 0
+    while done < len(view):
+        count = source.readinto(view[done:])  # type: ignore[attr-defined]
+        if not count:
+            break
+        done += count
+    return done
+
+
+def decode(shares: Mapping[int, Readable], spread: Spread, size: int, object_id: bytes, out: Sink) -> None:
     """Rebuild the ``size``-byte object from ``spread.k`` shares (index -> readable share)
     into ``out``.  Raises ShareError when a share is not what it should be."""
     if len(shares) < spread.k:

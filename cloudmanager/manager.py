@@ -1,6 +1,6 @@
 """CloudManager: the orchestration of one node's catalog, cache and hosts.
 
-No SQL here (catalog.py) and no file layout (cache.py): this module decides
+No SQL here (catalog/) and no file layout (cache.py): this module decides
 *what* happens to a file, in which order, so that the catalog and the cache
 never disagree and a file whose upload returned its hash is never lost.
 """
@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,7 @@ from typing import Any, BinaryIO, Literal
 
 from . import maintenance, payload, spreading
 from .cache import Cache, TempFile
-from .catalog import Catalog, Listed
+from .catalog import Listed, cache_lock_path, node_id, open_catalog
 from .crypto import Key
 from .erasure import Spread
 from .errors import CacheFull, HashMismatch, HostError, InvalidDump, InvalidHash, ObjectMissing, Unavailable
@@ -102,7 +103,9 @@ class CloudManager:
     ``CloudManager(database_path, storage_path, capacity, hosts=None)``
 
     * ``database_path``: the SQLite catalog (created with the schema when
-      missing, migrated when older).
+      missing, migrated when older), or the URL of a PostgreSQL catalog
+      (``postgresql://user@host/db``) that a fleet of nodes shares; ``node``
+      names this node there (default: host name and cache directory).
     * ``storage_path``: the cache directory; it holds cached files only.
     * ``capacity``: how many bytes the cache may hold.
     * ``hosts``: host URLs (``file:///abs/dir``, ``plowshare://MODULE``,
@@ -124,6 +127,7 @@ class CloudManager:
         key: Key | None = None,
         encrypt: bool = False,
         spread: Spread | str | None = None,
+        node: str | None = None,
     ):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise ValueError(f"capacity must be a number of bytes >= 0, not {capacity!r}")
@@ -138,8 +142,8 @@ class CloudManager:
         if encrypt:
             self.hosts = [h if isinstance(h, EncryptedHost) else encrypting(h, key) for h in self.hosts]
         self._by_name = {host.name: host for host in self.hosts}
-        self.catalog = Catalog(database_path)
-        lock = FileLock(Path(f"{os.fspath(database_path)}.lock"))
+        self.catalog = open_catalog(database_path, node=node or node_id(storage_path))
+        lock = FileLock(cache_lock_path(database_path, storage_path))
         self.cache = Cache(Path(storage_path), lock)
         self._pool: ThreadPoolExecutor | None = None
         self._background: ThreadPoolExecutor | None = None  # sends of accepted files
@@ -468,17 +472,32 @@ class CloudManager:
         another process evicts the file meanwhile.  Returns None for an unknown
         or malformed hash; raises Unavailable when it cannot be brought back.
         """
-        for _ in range(3):  # evicted by another process between warm_up and open: again
+        with self.hold(digest) as copy:
+            return None if copy is None else open(copy, "rb")
+
+    @contextmanager
+    def hold(self, digest: str) -> Iterator[Path | None]:
+        """Warm the file up and hold it: the path given stays readable until the block
+        ends, even if the file is evicted meanwhile (by this or another process).
+
+        Gives None for an unknown or malformed hash; raises Unavailable when the
+        file cannot be brought back (or is evicted again and again before it is held).
+        """
+        for _ in range(3):
             path = self.warm_up(digest)
             if path is None:
-                return None
+                yield None
+                return
             if path is False:
                 raise Unavailable(f"{digest}: no host gave the file back, or it does not fit the cache")
-            try:
-                return open(path, "rb")
-            except FileNotFoundError:
-                continue
-        raise Unavailable(f"{digest}: evicted again and again before it could be opened")
+            with ExitStack() as stack:
+                try:
+                    copy = stack.enter_context(self.cache.hold(digest))
+                except FileNotFoundError:  # evicted between the warm-up and the hold: again
+                    continue
+                yield copy
+                return
+        raise Unavailable(f"{digest}: evicted again and again before it could be held")
 
     def ranked(self, hosts: Sequence[Host]) -> list[Host]:
         """``hosts``, healthiest first (fewest recent failures, then the latest success)."""
@@ -487,24 +506,28 @@ class CloudManager:
 
     def _sources(self, record: FileRecord) -> list[tuple[Host, str]]:
         """(host, locator) for every configured host holding a copy this node can
-        read, healthiest first.  A sealed copy needs the key; a plain copy on a host
-        that encrypts now (it was made before) is read from the host underneath."""
-        held: dict[str, str] = {}
+        read, healthiest first, each with the host object that reads it as stored."""
+        readers: dict[str, tuple[Host, str]] = {}
         for upload in record.uploads:
             host = self._by_name.get(upload.host)
             if upload.url is None or host is None:
                 continue
-            if upload.encrypted and not (isinstance(host, EncryptedHost) and host.key is not None):
+            reader = self._reader(host, upload.encrypted)
+            if reader is None:
                 log.info("%s: the copy on %s is encrypted and this node has no key", record.hash, host.name)
                 continue
-            held[host.name] = upload.url
-        return [(self._reader(host, record), held[host.name])
-                for host in self.ranked([self._by_name[name] for name in held])]
+            readers[host.name] = (reader, upload.url)
+        return [readers[host.name] for host in self.ranked([self._by_name[name] for name in readers])]
 
-    def _reader(self, host: Host, record: FileRecord) -> Host:
-        """The host object that reads ``record``'s copy on ``host`` as it was stored."""
-        sealed = any(u.encrypted for u in record.uploads if u.host == host.name)
-        return host.inner if isinstance(host, EncryptedHost) and not sealed else host
+    def _reader(self, host: Host, sealed: bool) -> Host | None:
+        """What reads a copy on ``host``: a sealed copy needs the key (None: no key);
+        a plain copy on a host that encrypts now (made before) is read underneath."""
+        bare = host.inner if isinstance(host, EncryptedHost) else host
+        if not sealed:
+            return bare
+        if isinstance(host, EncryptedHost) and host.key is not None:
+            return host
+        return encrypting(bare, self.key) if self.key is not None else None
 
     def _fetch(self, record: FileRecord) -> str | Literal[False]:
         for host, locator in self._sources(record):
@@ -597,16 +620,14 @@ class CloudManager:
     def _with_copy(self, digest: str, action: Callable[[FileRecord, Path], object]) -> None:
         """Run ``action(record, path)`` on a held local copy of the file (warmed up first)."""
         record = self.catalog.record(digest)
-        for _ in range(3):  # evicted by another process before it was held: again
-            if record is None or not self.warm_up(digest):
-                log.warning("cannot sync %s: no copy to send from", digest)
-                return
-            try:
-                with self.cache.hold(digest) as copy:
+        try:
+            with self.hold(digest) as copy:
+                if record is not None and copy is not None:
                     action(record, copy)
-                return
-            except FileNotFoundError:
-                continue
+                    return
+        except Unavailable:
+            pass
+        log.warning("cannot sync %s: no copy to send from", digest)
 
     def data_dump(self) -> str:
         """Every file's record as JSON text in format "0.2", for other nodes."""

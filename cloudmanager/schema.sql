@@ -7,7 +7,7 @@
 -- they change in the same transaction as the rows they count.
 --
 -- This file is applied to a new catalog by `cm_setup_db` and by CloudManager;
--- an older catalog is brought up to date by the steps in cloudmanager/catalog.py.
+-- an older catalog is brought up to date by the steps in cloudmanager/catalog/sqlite.py.
 
 CREATE TABLE IF NOT EXISTS files (
     hash     TEXT PRIMARY KEY

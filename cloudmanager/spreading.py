@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import wait
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
@@ -27,11 +28,11 @@ from .cache import TempFile
 from .crypto import DecryptError, Decryptor, Key, encrypt, sealed_size
 from .erasure import ShareError, Spread, decode, encode
 from .errors import HostError, ObjectMissing
-from .hosts import Host
+from .hosts import Adopter, Host
 from .hosts.base import describe
 from .hosts.encrypted import EncryptedHost
 from .records import FileRecord, Share
-from .streams import HashingWriter
+from .streams import Handoff, HashingWriter, Pipe, TooManyBytes
 
 if TYPE_CHECKING:
     from .manager import CloudManager
@@ -91,15 +92,22 @@ def send(manager: CloudManager, record: FileRecord, source: Path, spread: Spread
     with ExitStack() as stack:
         temps = [stack.enter_context(manager.cache.temp()) for _ in range(spread.n)]
         writers = [HashingWriter(temp.file) for temp in temps]
+        handoffs = [Handoff(writer) for writer in writers]  # shares hashed and written in parallel
         stream, size = stack.enter_context(_object_stream(manager, source, key))
-        encode(stream, size, spread, bytes.fromhex(object_id), writers)
+        try:
+            encode(stream, size, spread, bytes.fromhex(object_id), handoffs)
+        finally:
+            for handoff in handoffs:
+                handoff.close()
         wanted = [i for i in range(spread.n) if only is None or i in only]
 
         def one(index: int) -> Share:
             host = chosen[wanted.index(index)] if only is not None else chosen[index]
             digest, length = writers[index].hexdigest(), writers[index].size
             try:
-                locator = _bare(host).upload(temps[index].path, f"{object_id}.{index}", digest)
+                bare = _bare(host)  # a share is a new file: a host that can adopt it moves it
+                send = bare.adopt if isinstance(bare, Adopter) else bare.upload
+                locator = send(temps[index].path, f"{object_id}.{index}", digest)
                 return Share(index, host.name, url=locator, digest=digest, size=length,
                              encrypted=key is not None)
             except Exception as exc:  # a host's failure is recorded, never raised
@@ -119,85 +127,133 @@ def _sources(manager: CloudManager, record: FileRecord) -> list[tuple[Host, Shar
     return sorted(held, key=lambda pair: order[pair[0].name])
 
 
-def _fetch_share(manager: CloudManager, stack: ExitStack, host: Host, share: Share, digest: str
-                 ) -> TempFile | None:
-    """Download one share into a cache temp (kept open by ``stack``) and verify it."""
-    temp = stack.enter_context(manager.cache.temp())
-    writer = HashingWriter(temp.file, limit=share.size)
-    assert share.url is not None
-    try:
-        _bare(host).download(share.url, writer)
-    except ObjectMissing as exc:
-        manager.catalog.share_lost(digest, share.index, exc.reason)
+@dataclass
+class _Fetch:
+    """One share's download into a pipe, as the decoder reads it."""
+
+    host: Host
+    share: Share
+    verify: bool  # hash the share (to find which one is bad), or trust the file's hash
+    pipe: Pipe = field(default_factory=Pipe)
+    writer: HashingWriter | None = None
+    error: BaseException | None = None
+    stopped: bool = False  # the download failed because the decoder had given up
+
+    def run(self) -> None:
+        """Download the share into the pipe (in a worker thread)."""
+        assert self.share.url is not None
+        self.writer = HashingWriter(self.pipe, limit=self.share.size, hashing=self.verify)
+        try:
+            _bare(self.host).download(self.share.url, self.writer)
+        except BaseException as exc:  # told to the decoder, judged after
+            self.error = exc
+            self.stopped = self.pipe.abandoned  # by the reader, not the host's doing
+            self.pipe.close(ShareError(f"share {self.share.index} did not come back"))
+            return
+        self.pipe.close()
+
+    def problem(self) -> tuple[str, bool] | None:
+        """What went wrong with this share (and whether the share is lost), or None."""
+        writer = self.writer
+        if self.error is not None:
+            if self.stopped and not isinstance(self.error, ObjectMissing):
+                return None  # stopped by us: the host is not to blame
+            if isinstance(self.error, ObjectMissing):
+                return self.error.reason, True
+            if writer is not None and writer.overflow:
+                return "sent more bytes than the share has", True
+            return describe(self.error), False
+        assert writer is not None  # the download ran to its end
+        if writer.size != self.share.size or (self.verify and writer.hexdigest() != self.share.digest):
+            return "returned other bytes than the share stored", True
         return None
-    except Exception as exc:  # a host's failure is recorded, never raised
-        if writer.overflow:
-            manager.catalog.share_lost(digest, share.index, "sent more bytes than the share has",
-                                       writer.size)
+
+    def record(self, manager: CloudManager, digest: str) -> bool:
+        """Record how the host did; True when the share is to be avoided."""
+        problem = self.problem()
+        fetched = self.writer.size if self.writer is not None else 0
+        if problem is None:
+            if self.error is None:
+                manager.catalog.note_host(self.host.name, None, fetched=fetched)
+            return False
+        reason, lost = problem
+        if lost:
+            manager.catalog.share_lost(digest, self.share.index, reason, fetched)
         else:
-            manager.catalog.note_host(host.name, describe(exc))
-        return None
-    if writer.size != share.size or writer.hexdigest() != share.digest:
-        manager.catalog.share_lost(digest, share.index, "returned other bytes than the share stored",
-                                   writer.size)
-        return None
-    manager.catalog.note_host(host.name, None, fetched=writer.size)
-    return temp
+            manager.catalog.note_host(self.host.name, reason)
+        return True
 
 
-def gather(manager: CloudManager, record: FileRecord, stack: ExitStack) -> dict[int, TempFile] | None:
-    """K verified shares of a spread file, fetched in parallel from the best hosts
-    (a failed one is replaced by the next); None when fewer than K come back."""
+def _attempt(manager: CloudManager, record: FileRecord, chosen: list[tuple[Host, Share]], out: TempFile,
+             key: Key | None, verify: bool) -> tuple[bool, set[int], str]:
+    """Stream K shares from their hosts straight into the decoder (no share touches
+    the disk); (rebuilt and verified, the shares to avoid next time, why not).
+    ``verify``: hash each share too, to tell which one is bad."""
     assert record.spread is not None
-    k = record.spread[0]
-    waiting = _sources(manager, record)
-    got: dict[int, TempFile] = {}
-    running: dict[Future[TempFile | None], Share] = {}
-    pool = manager.executor()
-    while len(got) < k:
-        while waiting and len(running) < k - len(got):
-            host, share = waiting.pop(0)
-            running[pool.submit(_fetch_share, manager, stack, host, share, record.hash)] = share
-        if not running:
-            return None
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
-        for future in done:
-            share = running.pop(future)
-            temp = future.result()
-            if temp is not None:
-                got[share.index] = temp
-    wait(running)  # more than K asked for: let the extra ones finish (their temps are on the stack)
-    return got
+    spread = Spread(*record.spread)
+    fetches = {share.index: _Fetch(host, share, verify) for host, share in chosen}
+    running = [manager.executor().submit(fetch.run) for fetch in fetches.values()]
+    writer = HashingWriter(out.file, limit=record.size)
+    opener = Decryptor(writer, key) if key is not None else None
+    handoff = Handoff(opener if opener is not None else writer)  # decoding overlaps hashing and writing
+    failure = ""
+    try:
+        try:
+            decode({i: fetch.pipe for i, fetch in fetches.items()}, spread,
+                   sealed_size(record.size) if key is not None else record.size,
+                   bytes.fromhex(_object_id(record.hash, key)), handoff)
+        finally:
+            handoff.close()
+        if opener is not None:
+            opener.finish()
+    except (ShareError, DecryptError, TooManyBytes) as exc:
+        failure = f"its shares do not rebuild it: {exc}"
+    except OSError as exc:
+        if writer.target_error is None:
+            raise
+        return False, set(), f"cannot write to the cache: {exc}"
+    finally:
+        for fetch in fetches.values():
+            fetch.pipe.abandon()
+        wait(running)
+    avoid = {i for i, fetch in fetches.items() if fetch.record(manager, record.hash)}
+    if not failure and (writer.size != record.size or writer.hexdigest() != record.hash):
+        failure = "its shares rebuild other bytes than were stored"
+    return not failure, avoid, failure
 
 
 def rebuild(manager: CloudManager, record: FileRecord, out: TempFile) -> Literal[True] | str:
     """Write the file rebuilt from K shares into ``out`` and verify its SHA-256.
 
-    True when done; otherwise the reason it could not be."""
+    The K healthiest holders stream their shares in parallel straight into the
+    decoder; the rebuilt file's SHA-256 vouches for them all.  When it does not
+    match, the same is done again with every share hashed too: a share whose
+    bytes are not its SHA-256 (or that fails) is recorded and replaced by the
+    next holder's, from the start.  True when done; otherwise the reason it
+    could not be.
+    """
     assert record.spread is not None
-    spread = Spread(*record.spread)
+    k, n = record.spread
     sealed = any(share.encrypted for share in record.shares)
     key = manager.key if sealed else None
     if sealed and key is None:
         return "its shares are encrypted and this node has no key"
-    with ExitStack() as stack:
-        shares = gather(manager, record, stack)
-        if shares is None:
-            return f"fewer than {spread.k} of its {spread.n} shares came back"
-        writer = HashingWriter(out.file, limit=record.size)
-        opener = Decryptor(writer, key) if key is not None else None
-        size = sealed_size(record.size) if key is not None else record.size
-        readers = {i: stack.enter_context(open(temp.path, "rb")) for i, temp in shares.items()}
-        try:
-            decode(readers, spread, size, bytes.fromhex(_object_id(record.hash, key)),
-                   opener if opener is not None else writer)
-            if opener is not None:
-                opener.finish()
-        except (ShareError, DecryptError) as exc:
-            return f"its shares do not rebuild it: {exc}"
-        if writer.size != record.size or writer.hexdigest() != record.hash:
-            return "its shares rebuild other bytes than were stored"
-    return True
+    sources = _sources(manager, record)
+    avoided: set[int] = set()
+    verify = False
+    while True:
+        chosen = [(host, share) for host, share in sources if share.index not in avoided][:k]
+        if len(chosen) < k:
+            return f"fewer than {k} of its {n} shares came back"
+        done, avoid, failure = _attempt(manager, record, chosen, out, key, verify)
+        if done:
+            return True
+        if not avoid and verify:
+            return failure
+        avoided |= avoid
+        verify = verify or not avoid  # a bad share somewhere: find it
+        out.file.seek(0)
+        out.file.truncate()
 
 
 def missing_shares(record: FileRecord) -> set[int]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from .errors import HostError, ObjectMissing
-from .hosts.base import Checker, Deleter, Host
+from .hosts.base import Adopter, Checker, Deleter, Host
 from .streams import HashingWriter
 
 #: Size of the file that must go through without being held in memory.
@@ -154,6 +154,15 @@ class HostConformance:
         with pytest.raises(ObjectMissing):
             get_bytes(host, locator)
         host.delete(locator)  # deleting what is gone is not an error
+
+    def test_adopt_where_supported(self, host: Host, tmp_path: Path) -> None:
+        if not isinstance(host, Adopter):
+            return
+        data = os.urandom(50_000)
+        given = tmp_path / "given away.bin"
+        given.write_bytes(data)
+        locator = host.adopt(given, given.name, sha256_hex(data))
+        assert get_bytes(host, locator) == data
 
     def test_check_where_supported(self, host: Host, tmp_path: Path) -> None:
         if not isinstance(host, Checker):

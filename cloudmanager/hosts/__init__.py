@@ -1,12 +1,13 @@
 """Hosts: the places files are sent to.  See base.py for the contract."""
 
-from .base import Checker, Deleter, Host
+from .base import Adopter, Checker, Deleter, Host
 from .folder import FolderHost
 from .memory import MemoryHost
 from .plowshare import PlowshareHost
 from .registry import HostSpec, make_host, make_hosts, register, schemes
 
 __all__ = [
+    "Adopter",
     "Checker",
     "Deleter",
     "FolderHost",

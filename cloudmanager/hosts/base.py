@@ -90,6 +90,15 @@ class Deleter(ABC):
         """Remove the object; removing an object already gone is not an error."""
 
 
+class Adopter(ABC):
+    """Ability: the host can take a file the caller gives away, moving it instead of
+    copying it when it can (a folder on the same file system)."""
+
+    @abstractmethod
+    def adopt(self, source: Path, name: str, digest: str) -> str:
+        """As :meth:`Host.upload`; afterwards ``source`` may be gone (moved)."""
+
+
 class Checker(ABC):
     """Ability: the host can tell whether it holds an object, without sending it."""
 

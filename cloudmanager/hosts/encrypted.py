@@ -13,14 +13,15 @@ raise HostError for anything not authentic, so the manager tries the next host.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from functools import cache
 from pathlib import Path
 
 from ..crypto import DecryptError, Decryptor, Key, encrypt, plain_size
 from ..errors import HostError, HostUnsupported
-from ..streams import HashingWriter, Sink
-from .base import Checker, Deleter, Host
+from ..streams import Handoff, HashingWriter, Sink
+from .base import Adopter, Checker, Deleter, Host
 
 
 class EncryptedHost(Host):
@@ -49,17 +50,26 @@ class EncryptedHost(Host):
         return self.key
 
     def upload(self, source: Path, name: str, digest: str) -> str:
-        """Seal ``source`` and store it under a keyed name."""
+        """Seal ``source`` and store it under a keyed name (the sealed file is given
+        away to a host that can adopt it, so a folder host moves it, not copies it)."""
         key = self._key()
-        with tempfile.NamedTemporaryFile(dir=self.spool, prefix=".tmp-sealed-") as temp:
-            sealed = HashingWriter(temp)
-            try:
-                with open(source, "rb") as handle:
-                    encrypt(handle, sealed, key)
-                temp.flush()
-            except OSError as exc:
-                raise HostError(self.name, f"cannot seal the file for it: {exc.strerror or exc}") from exc
-            return self.inner.upload(Path(temp.name), key.object_name(digest), sealed.hexdigest())
+        fd, temp = tempfile.mkstemp(dir=self.spool, prefix=".tmp-sealed-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sealed = HashingWriter(out)
+                handoff = Handoff(sealed)  # sealing overlaps hashing and writing what is sealed
+                try:
+                    with open(source, "rb") as handle:
+                        try:
+                            encrypt(handle, handoff, key)
+                        finally:
+                            handoff.close()
+                except OSError as exc:
+                    raise HostError(self.name, f"cannot seal the file for it: {exc.strerror or exc}") from exc
+            send = self.inner.adopt if isinstance(self.inner, Adopter) else self.inner.upload
+            return send(Path(temp), key.object_name(digest), sealed.hexdigest())
+        finally:
+            Path(temp).unlink(missing_ok=True)
 
     def download(self, locator: str, out: Sink) -> None:
         """Fetch the sealed object and write the plaintext to ``out``."""

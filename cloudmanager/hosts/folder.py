@@ -10,6 +10,7 @@ points elsewhere is refused.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -19,13 +20,13 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import HostError, ObjectMissing
 from ..streams import Sink, copy_stream
-from .base import Checker, Deleter, Host
+from .base import Adopter, Checker, Deleter, Host
 from .registry import HostSpec
 
 _KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})\Z")
 
 
-class FolderHost(Host, Deleter, Checker):
+class FolderHost(Host, Adopter, Deleter, Checker):
     """A local or mounted folder."""
 
     scheme = "file"
@@ -49,6 +50,8 @@ class FolderHost(Host, Deleter, Checker):
         match = _KEY.search(unquote(parts.path)) if parts.scheme == "file" else None
         if match is None:
             raise ObjectMissing(self.name, f"not a locator of this folder host: {locator[:200]!r}")
+        if not self.root.is_dir():  # unmounted or stopped: it cannot say what it holds
+            raise HostError(self.name, f"{self.root} is not there (not mounted?)")
         return self._object(match.group(3))
 
     def upload(self, source: Path, name: str, digest: str) -> str:
@@ -72,6 +75,24 @@ class FolderHost(Host, Deleter, Checker):
                 temp.unlink(missing_ok=True)
         except OSError as exc:
             raise HostError(self.name, f"cannot store in {self.root}: {exc.strerror or exc}") from exc
+        return target.as_uri()
+
+    def adopt(self, source: Path, name: str, digest: str) -> str:
+        """Move ``source`` into the folder when it is on the same file system (after
+        flushing it to the disk); copy it otherwise."""
+        target = self._object(digest)
+        try:
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise HostError(self.name, f"cannot store in {self.root}: {exc.strerror or exc}") from exc
+            return self.upload(source, name, digest)
         return target.as_uri()
 
     def download(self, locator: str, out: Sink) -> None:
