@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from .errors import HostError, ObjectMissing
-from .hosts.retry import RetryPolicy, retry_after
+from .hosts.httpstatus import HttpStatus
+from .hosts.retry import RetryPolicy
 from .names import is_sha256
 from .streams import Sink, write_all
 
@@ -45,15 +46,11 @@ _SCHEMES = {"cm": "http", "http": "http", "cms": "https", "https": "https"}
 _DETAIL = 300
 
 
-class _Status(Exception):
-    """The node answered with a status the call did not expect."""
+class _Status(HttpStatus):
+    """The node answered with a status the call did not expect (and said why)."""
 
     def __init__(self, response: httpx.Response, method: str):
-        super().__init__(f"{method}: HTTP {response.status_code}")
-        self.status = response.status_code
-        self.method = method
-        self.reason = response.reason_phrase
-        self.retry_after = retry_after(response.headers.get("Retry-After"))
+        super().__init__(response, method)
         self.detail = _detail(response)
 
 

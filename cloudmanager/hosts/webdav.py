@@ -71,8 +71,9 @@ from webdav4.multistatus import parse_multistatus_response  # type: ignore[impor
 from ..errors import HostError, ObjectMissing
 from ..streams import Sink
 from .base import Checker, Deleter, Host
+from .httpstatus import HttpStatus
 from .registry import HostSpec
-from .retry import RetryPolicy, retry_after
+from .retry import RetryPolicy
 
 T = TypeVar("T")
 
@@ -95,17 +96,6 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 509})
 _PROPFIND = ('<?xml version="1.0" encoding="utf-8"?>'
              '<propfind xmlns="DAV:"><prop><getcontentlength/><resourcetype/></prop></propfind>')
-
-
-class _Status(Exception):
-    """The server answered with a status the operation did not expect."""
-
-    def __init__(self, response: httpx.Response, method: str):
-        super().__init__(f"{method}: HTTP {response.status_code}")
-        self.status = response.status_code
-        self.method = method
-        self.reason = response.reason_phrase
-        self.retry_after = retry_after(response.headers.get("Retry-After"))
 
 
 class _PacedStream(httpcore.NetworkStream):
@@ -281,7 +271,7 @@ class WebdavHost(Host, Deleter, Checker):
 
     def _transient(self, exc: BaseException) -> float | None:
         """Retry classifier: None for a permanent failure, else the delay asked for."""
-        if isinstance(exc, _Status):
+        if isinstance(exc, HttpStatus):
             return exc.retry_after if exc.status in _TRANSIENT_STATUS else None
         if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
             return None  # a certificate that does not verify will not verify next time
@@ -292,7 +282,7 @@ class WebdavHost(Host, Deleter, Checker):
 
     def _describe(self, exc: BaseException) -> str:
         """A message for an error, without the password."""
-        if isinstance(exc, _Status):
+        if isinstance(exc, HttpStatus):
             if exc.status in (401, 403):
                 message = f"authentication failed (HTTP {exc.status} {exc.reason} to {exc.method})"
             else:
@@ -324,7 +314,7 @@ class WebdavHost(Host, Deleter, Checker):
     def _request(self, method: str, path: str, ok: tuple[int, ...], **kwargs: Any) -> httpx.Response:
         response = self._http.request(method, self._address(path), **kwargs)
         if response.status_code not in ok:
-            raise _Status(response, method)
+            raise HttpStatus(response, method)
         return response
 
     def _size(self, path: str) -> int | None:
@@ -373,7 +363,7 @@ class WebdavHost(Host, Deleter, Checker):
         except OSError as exc:
             raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
         if response.status_code not in (200, 201, 204, 404, 409):
-            raise _Status(response, "PUT")
+            raise HttpStatus(response, "PUT")
         return response.status_code
 
     # -- the contract -----------------------------------------------------------------
@@ -427,7 +417,7 @@ class WebdavHost(Host, Deleter, Checker):
                     raise HostError(self.name, f"download of {digest} broke off after {written} bytes and "
                                                f"the server cannot resume it (HTTP {response.status_code})")
                 if response.status_code not in (200, 206):
-                    raise _Status(response, "GET")
+                    raise HttpStatus(response, "GET")
                 if written and not response.headers.get("Content-Range", "").startswith(f"bytes {written}-"):
                     raise HostError(self.name, f"download of {digest} broke off after {written} bytes "
                                                "and the server resumed it at another place")
