@@ -103,7 +103,7 @@ def _upload(entry: object, position: int) -> Upload:
         raise _Bad(where, "has both a url and an error")
     if url is not None:
         return Upload(host, url=_text(url, f"{where}.url", _MAX_URL),
-                      encrypted=_flag(entry, "encrypted", where))
+                      encrypted="encrypted" in entry and _flag(entry, "encrypted", where))
     if error is True:
         return Upload(host, error=PEER_ERROR)
     if isinstance(error, str) and error:

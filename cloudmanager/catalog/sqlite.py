@@ -553,7 +553,8 @@ class SQLiteCatalog(CatalogBase):
             records = sorted(records, key=lambda r: r.hash)  # key order: far fewer page splits
             db.executemany(
                 "INSERT INTO load_files VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                ((r.hash, r.name, r.size, r.datetime, *(r.spread or (None, None))) for r in records),
+                ((r.hash, r.name, r.size, r.datetime, None, None) if r.spread is None
+                 else (r.hash, r.name, r.size, r.datetime, *r.spread) for r in records),
             )
             db.executemany(
                 """INSERT INTO load_uploads VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash, host) DO UPDATE
@@ -562,16 +563,18 @@ class SQLiteCatalog(CatalogBase):
                                         ELSE load_uploads.encrypted END,
                        error = CASE WHEN coalesce(load_uploads.url, excluded.url) IS NULL
                                     THEN load_uploads.error END""",
-                ((r.hash, u.host, u.url, u.error, int(u.encrypted)) for r in records
+                ((r.hash, u.host, u.url, u.error, u.encrypted) for r in records  # a bool binds as 0/1
                  for u in sorted(r.uploads, key=lambda u: u.host)),
             )
-            db.executemany(
-                """INSERT INTO load_shares SELECT ?, ?, ?, ?, ?, ?, ?, ? FROM load_files
-                    WHERE hash = ?1 AND spread_k = ? AND spread_n = ?
-                   ON CONFLICT (hash, idx) DO NOTHING""",
-                ((r.hash, sh.index, sh.host, sh.url, sh.error, sh.digest, sh.size, int(sh.encrypted),
-                  *(r.spread or (0, 0))) for r in records for sh in r.shares),
-            )
+            spreads = any(r.spread is not None for r in records)  # the share steps cost nothing otherwise
+            if spreads:
+                db.executemany(
+                    """INSERT INTO load_shares SELECT ?, ?, ?, ?, ?, ?, ?, ? FROM load_files
+                        WHERE hash = ?1 AND spread_k = ? AND spread_n = ?
+                       ON CONFLICT (hash, idx) DO NOTHING""",
+                    ((r.hash, sh.index, sh.host, sh.url, sh.error, sh.digest, sh.size, int(sh.encrypted),
+                      *(r.spread or (0, 0))) for r in records for sh in r.shares),
+                )
             clashes = tuple(row[0] for row in db.execute(
                 """SELECT l.hash FROM load_files l JOIN files f ON f.hash = l.hash
                     WHERE f.size <> l.size ORDER BY l.hash"""))
@@ -579,19 +582,24 @@ class SQLiteCatalog(CatalogBase):
                 raise ValueError(clashes[0])
             for table in ("load_files", "load_uploads", "load_shares"):
                 db.executemany(f"DELETE FROM {table} WHERE hash = ?", ((h,) for h in clashes))
-            # Shares of a file this catalog knows under another spread are left out.
-            db.execute(
-                """DELETE FROM load_shares WHERE hash IN (
-                       SELECT l.hash FROM load_files l JOIN files f ON f.hash = l.hash
-                        WHERE f.spread_k IS NOT NULL
-                          AND (l.spread_k IS NULL OR f.spread_k <> l.spread_k
-                               OR f.spread_n <> l.spread_n))""")
+            if spreads:  # shares of a file this catalog knows under another spread are left out
+                db.execute(
+                    """DELETE FROM load_shares WHERE hash IN (
+                           SELECT l.hash FROM load_files l JOIN files f ON f.hash = l.hash
+                            WHERE f.spread_k IS NOT NULL
+                              AND (l.spread_k IS NULL OR f.spread_k <> l.spread_k
+                                   OR f.spread_n <> l.spread_n))""")
             # The files this merge adds or changes (a new host entry, or a URL for an error).
             db.execute("CREATE TEMP TABLE IF NOT EXISTS load_changed "
                        "(hash TEXT PRIMARY KEY, added INTEGER) WITHOUT ROWID")
             db.execute("DELETE FROM load_changed")
+            new_shares = """OR EXISTS (
+                          SELECT 1 FROM load_shares ls
+                            LEFT JOIN shares s ON s.hash = ls.hash AND s.idx = ls.idx
+                           WHERE ls.hash = l.hash
+                             AND (s.hash IS NULL OR (s.url IS NULL AND ls.url IS NOT NULL)))"""
             db.execute(
-                """INSERT INTO load_changed
+                f"""INSERT INTO load_changed
                    SELECT hash, NOT EXISTS (SELECT 1 FROM files f WHERE f.hash = l.hash) AS added
                      FROM load_files l
                     WHERE added OR EXISTS (
@@ -599,11 +607,7 @@ class SQLiteCatalog(CatalogBase):
                             LEFT JOIN uploads u ON u.hash = lu.hash AND u.host = lu.host
                            WHERE lu.hash = l.hash
                              AND (u.hash IS NULL OR (u.url IS NULL AND lu.url IS NOT NULL)))
-                       OR EXISTS (
-                          SELECT 1 FROM load_shares ls
-                            LEFT JOIN shares s ON s.hash = ls.hash AND s.idx = ls.idx
-                           WHERE ls.hash = l.hash
-                             AND (s.hash IS NULL OR (s.url IS NULL AND ls.url IS NOT NULL)))
+                       {new_shares if spreads else ""}
                     ORDER BY hash"""
             )
             added, changed = db.execute(
@@ -612,13 +616,13 @@ class SQLiteCatalog(CatalogBase):
             # Bulk mode: the per-row triggers stand aside; copies and seq are set below,
             # in this same transaction, for all the changed files at once.
             db.execute("UPDATE state SET bulk = 1 WHERE id = 0")
+            spread_known = """DO UPDATE SET spread_k = excluded.spread_k, spread_n = excluded.spread_n
+                   WHERE files.spread_k IS NULL AND excluded.spread_k IS NOT NULL"""
             db.execute(
-                """INSERT INTO files (hash, name, size, datetime, spread_k, spread_n)
+                f"""INSERT INTO files (hash, name, size, datetime, spread_k, spread_n)
                    SELECT hash, name, size, datetime, spread_k, spread_n FROM load_files
                     WHERE true ORDER BY hash
-                   ON CONFLICT (hash) DO UPDATE
-                   SET spread_k = excluded.spread_k, spread_n = excluded.spread_n
-                   WHERE files.spread_k IS NULL AND excluded.spread_k IS NOT NULL"""
+                   ON CONFLICT (hash) {spread_known if spreads else "DO NOTHING"}"""
             )
             now = int(time.time())
             db.execute(
@@ -630,22 +634,24 @@ class SQLiteCatalog(CatalogBase):
                    WHERE uploads.url IS NULL AND excluded.url IS NOT NULL""",
                 (now,),
             )
-            db.execute(
-                """INSERT INTO shares (hash, idx, host, url, error, digest, size, encrypted, time)
-                   SELECT hash, idx, host, url, error, digest, size, encrypted, ? FROM load_shares
-                    WHERE true ORDER BY hash, idx
-                   ON CONFLICT (hash, idx) DO UPDATE
-                   SET host = excluded.host, url = excluded.url, error = NULL, digest = excluded.digest,
-                       size = excluded.size, encrypted = excluded.encrypted, time = excluded.time
-                   WHERE shares.url IS NULL AND excluded.url IS NOT NULL""",
-                (now,),
-            )
+            if spreads:
+                db.execute(
+                    """INSERT INTO shares (hash, idx, host, url, error, digest, size, encrypted, time)
+                       SELECT hash, idx, host, url, error, digest, size, encrypted, ? FROM load_shares
+                        WHERE true ORDER BY hash, idx
+                       ON CONFLICT (hash, idx) DO UPDATE
+                       SET host = excluded.host, url = excluded.url, error = NULL, digest = excluded.digest,
+                           size = excluded.size, encrypted = excluded.encrypted, time = excluded.time
+                       WHERE shares.url IS NULL AND excluded.url IS NOT NULL""",
+                    (now,),
+                )
             base = db.execute("SELECT seq FROM state WHERE id = 0").fetchone()[0]
             db.execute(
                 """UPDATE files
                       SET copies = (SELECT count(u.url) FROM uploads u WHERE u.hash = files.hash)
-                                 + coalesce((SELECT count(s.url) FROM shares s WHERE s.hash = files.hash)
-                                            >= files.spread_k, 0),
+                                 + CASE WHEN files.spread_k IS NULL THEN 0
+                                        ELSE (SELECT count(s.url) FROM shares s WHERE s.hash = files.hash)
+                                             >= files.spread_k END,
                           seq = :base + c.n
                      FROM (SELECT hash, row_number() OVER (ORDER BY hash) AS n FROM load_changed) AS c
                     WHERE files.hash = c.hash""",
