@@ -158,7 +158,7 @@ def decode(shares: Mapping[int, Readable], spread: Spread, size: int, object_id:
                 pieces.append(piece)
             segment = b"".join(decoder.decode(pieces, chosen))
             keep = min(left, len(segment))
-            write_all(out, memoryview(segment)[:keep])
+            write_all(out, segment if keep == len(segment) else memoryview(segment)[:keep])
             left -= keep
     for index in chosen:
         if shares[index].read(1):

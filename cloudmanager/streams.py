@@ -129,7 +129,7 @@ class Pipe:
 
     _END = object()
 
-    def __init__(self, depth: int = 32):
+    def __init__(self, depth: int = 4):
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._pending = memoryview(b"")
         self._ended = False
@@ -203,9 +203,10 @@ class Handoff:
     if it had one; a write after such an error raises it at once.
     """
 
-    BATCH = 1 << 20
+    BATCH = 1 << 20  # small writes are gathered up to this...
+    ALONE = 128 << 10  # ...while a write of this much goes on its own
 
-    def __init__(self, target: Sink, depth: int = 8):
+    def __init__(self, target: Sink, depth: int = 4):
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._batch = bytearray()
         self._target = target
@@ -226,6 +227,9 @@ class Handoff:
         BATCH bytes; waits while the queue is full)."""
         if self._error is not None:
             raise self._error
+        if not self._batch and len(data) >= self.ALONE:  # big enough alone: no gathering
+            self._queue.put(data if isinstance(data, bytes) else bytes(data))
+            return len(data)
         self._batch += data
         if len(self._batch) >= self.BATCH:
             self._queue.put(bytes(self._batch))
