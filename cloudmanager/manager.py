@@ -30,6 +30,7 @@ from .errors import CacheFull, HashMismatch, HostError, InvalidDump, InvalidHash
 from .hosts import Host, make_hosts
 from .hosts.base import describe
 from .hosts.encrypted import EncryptedHost, encrypting
+from .hosts.speed import Speeds
 from .locking import FileLock
 from .names import clean_name, is_sha256
 from .paths import default_host_urls
@@ -148,6 +149,8 @@ class CloudManager:
         self._pool: ThreadPoolExecutor | None = None
         self._background: ThreadPoolExecutor | None = None  # sends of accepted files
         self._pool_guard = threading.Lock()
+        #: How fast each host moved bytes lately (ranks hosts for downloads and spreads).
+        self.speeds = Speeds()
         self.last_repair = self.repair()
 
     # -- life cycle -------------------------------------------------------------------
@@ -375,7 +378,9 @@ class CloudManager:
 
         def one(host: Host) -> Upload:
             try:
+                started = time.monotonic()
                 locator = host.upload(source, record.name, record.hash)
+                self.speeds.note(host.name, size, time.monotonic() - started)
                 if not isinstance(locator, str) or not locator:
                     raise HostError(host.name, f"upload returned no locator: {locator!r}")
                 result = Upload(host.name, url=locator, encrypted=host.encrypted)
@@ -500,9 +505,11 @@ class CloudManager:
         raise Unavailable(f"{digest}: evicted again and again before it could be held")
 
     def ranked(self, hosts: Sequence[Host]) -> list[Host]:
-        """``hosts``, healthiest first (fewest recent failures, then the latest success)."""
+        """``hosts``, best first: fewest recent failures, then the fastest lately (in
+        this process), then the latest success."""
         health = self.catalog.host_health(host.name for host in hosts)
-        return sorted(hosts, key=lambda h: (health[h.name].failures, -(health[h.name].last_ok or 0)))
+        return sorted(hosts, key=lambda h: (health[h.name].failures, -self.speeds.rate(h.name),
+                                            -(health[h.name].last_ok or 0)))
 
     def _sources(self, record: FileRecord) -> list[tuple[Host, str]]:
         """(host, locator) for every configured host holding a copy this node can
@@ -534,7 +541,9 @@ class CloudManager:
             with self.cache.temp() as temp:
                 writer = HashingWriter(temp.file, limit=record.size)  # a flood stops here
                 try:
+                    started = time.monotonic()
                     host.download(locator, writer)
+                    self.speeds.note(host.name, writer.size, time.monotonic() - started)
                 except ObjectMissing as exc:
                     self.catalog.record_fetch(host.name, exc.reason, digest=record.hash, lost=True)
                     continue

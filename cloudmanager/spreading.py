@@ -17,6 +17,7 @@ is refused and recorded as lost.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import wait
 from contextlib import ExitStack, contextmanager
@@ -56,7 +57,7 @@ def _key(hosts: Sequence[Host]) -> Key | None:
 
 
 def choose_hosts(manager: CloudManager, spread: Spread, exclude: set[str] | None = None) -> list[Host]:
-    """The ``spread.n`` healthiest active hosts (ValueError when there are fewer)."""
+    """The ``spread.n`` best active hosts (ValueError when there are fewer)."""
     candidates = [h for h in manager.active_hosts if h.name not in (exclude or set())]
     if len(candidates) < spread.n:
         raise ValueError(f"a {spread} spread needs {spread.n} active hosts; this node has "
@@ -84,7 +85,7 @@ def _object_stream(manager: CloudManager, source: Path, key: Key | None) -> Iter
 def send(manager: CloudManager, record: FileRecord, source: Path, spread: Spread,
          hosts: Sequence[Host] | None = None, only: set[int] | None = None) -> list[Share]:
     """Cut ``source`` into shares and send share *i* to the *i*-th of ``hosts`` (default:
-    the healthiest active ones), in parallel; recorded in the catalog as they go.
+    the best active ones), in parallel; recorded in the catalog as they go.
     ``only``: send just these share numbers (a repair; the others exist already)."""
     chosen = list(hosts) if hosts is not None else choose_hosts(manager, spread)
     key = _key(chosen)
@@ -107,7 +108,9 @@ def send(manager: CloudManager, record: FileRecord, source: Path, spread: Spread
             try:
                 bare = _bare(host)  # a share is a new file: a host that can adopt it moves it
                 send = bare.adopt if isinstance(bare, Adopter) else bare.upload
+                started = time.monotonic()
                 locator = send(temps[index].path, f"{object_id}.{index}", digest)
+                manager.speeds.note(host.name, length, time.monotonic() - started)
                 return Share(index, host.name, url=locator, digest=digest, size=length,
                              encrypted=key is not None)
             except Exception as exc:  # a host's failure is recorded, never raised
@@ -120,7 +123,7 @@ def send(manager: CloudManager, record: FileRecord, source: Path, spread: Spread
 
 
 def _sources(manager: CloudManager, record: FileRecord) -> list[tuple[Host, Share]]:
-    """(host, share) for every held share on a configured host, healthiest first."""
+    """(host, share) for every held share on a configured host, best first (CloudManager.ranked)."""
     held = [(host, share) for share in record.shares
             if share.ok and (host := manager.host(share.host)) is not None]
     order = {host.name: i for i, host in enumerate(manager.ranked([h for h, _ in held]))}
@@ -225,7 +228,7 @@ def _attempt(manager: CloudManager, record: FileRecord, chosen: list[tuple[Host,
 def rebuild(manager: CloudManager, record: FileRecord, out: TempFile) -> Literal[True] | str:
     """Write the file rebuilt from K shares into ``out`` and verify its SHA-256.
 
-    The K healthiest holders stream their shares in parallel straight into the
+    The K best holders stream their shares in parallel straight into the
     decoder; the rebuilt file's SHA-256 vouches for them all.  When it does not
     match, the same is done again with every share hashed too: a share whose
     bytes are not its SHA-256 (or that fails) is recorded and replaced by the
