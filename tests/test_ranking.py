@@ -20,8 +20,12 @@ class Slow(FolderHost):
         self.downloads = 0
 
     def upload(self, source: Path, name: str, digest: str) -> str:
-        time.sleep(0.3)
+        time.sleep(0.6)  # far slower than a disk sync, even on a busy machine
         return super().upload(source, name, digest)
+
+    def adopt(self, source: Path, name: str, digest: str) -> str:
+        time.sleep(0.6)
+        return super().adopt(source, name, digest)
 
     def download(self, locator: str, out: Sink) -> None:
         self.downloads += 1
