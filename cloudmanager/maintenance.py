@@ -23,7 +23,7 @@ from .hosts import Checker, Deleter, Host
 from .hosts.encrypted import EncryptedHost
 from .locking import FileLock
 from .records import FileRecord
-from .streams import HashingWriter, TooManyBytes, copy_hashing
+from .streams import Discard, HashingWriter, TooManyBytes, copy_hashing
 
 if TYPE_CHECKING:
     from .manager import CloudManager
@@ -240,13 +240,6 @@ _GONE = "not there any more"
 log = logging.getLogger(__name__)
 
 
-class _Discard:
-    """A sink that keeps nothing (the bytes only pass through a hash)."""
-
-    def write(self, data: bytes | bytearray | memoryview, /) -> int:
-        return len(data)
-
-
 def check_copies(cm: CloudManager, *, verify_hash: bool = False, remove_bad: bool = False) -> CopiesReport:
     """Ask each host whether it still holds each copy recorded for it (as ``git annex
     fsck --from`` and ``rclone check`` do); record a lost copy as that host's error.
@@ -316,7 +309,7 @@ def _copy_problem(host: Host, locator: str, size: int, digest: str, verify_hash:
     """What is wrong with one copy (None: it is fine).  HostError: the host did not answer."""
     try:
         if verify_hash:
-            writer = HashingWriter(_Discard(), limit=size)
+            writer = HashingWriter(Discard(), limit=size)
             try:
                 host.download(locator, writer)
             except TooManyBytes:

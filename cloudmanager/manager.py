@@ -603,16 +603,15 @@ class CloudManager:
         def resend(hosts: list[Host]) -> Callable[[FileRecord, Path], object]:
             return lambda record, copy: changes.update({record.hash: self._send(record, copy, hosts)})
 
-        def respread(record: FileRecord, copy: Path) -> None:
-            changes[record.hash] = [Upload(f"{s.host} (share {s.index})", s.url, s.error)
-                                    for s in spreading.repair(self, record, copy)]
-
         for digest, hosts in wanted.items():
             if hosts:
                 self._with_copy(digest, resend(hosts))
         if repair:
             for digest in self.catalog.incomplete_spreads():
-                self._with_copy(digest, respread)
+                record = self.catalog.record(digest)
+                if record is not None:
+                    changes[digest] = [Upload(f"{s.host} (share {s.index})", s.url, s.error)
+                                       for s in spreading.repair(self, record)]
         return changes
 
     def _more_copies(self, copies: int, active: list[Host]) -> Iterator[tuple[str, list[Host]]]:

@@ -17,6 +17,7 @@ is refused and recorded as lost.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import wait
@@ -33,7 +34,7 @@ from .hosts import Adopter, Host
 from .hosts.base import describe
 from .hosts.encrypted import EncryptedHost
 from .records import FileRecord, Share
-from .streams import Handoff, HashingWriter, Pipe, TooManyBytes
+from .streams import Discard, Handoff, HashingWriter, Pipe, Sink, Tee, TooManyBytes
 
 if TYPE_CHECKING:
     from .manager import CloudManager
@@ -83,27 +84,33 @@ def _object_stream(manager: CloudManager, source: Path, key: Key | None) -> Iter
 
 
 def send(manager: CloudManager, record: FileRecord, source: Path, spread: Spread,
-         hosts: Sequence[Host] | None = None, only: set[int] | None = None) -> list[Share]:
-    """Cut ``source`` into shares and send share *i* to the *i*-th of ``hosts`` (default:
-    the best active ones), in parallel; recorded in the catalog as they go.
-    ``only``: send just these share numbers (a repair; the others exist already)."""
+         hosts: Sequence[Host] | None = None) -> list[Share]:
+    """Cut the file at ``source`` into shares (sealed first when the hosts encrypt)
+    and send share *i* to the *i*-th of ``hosts`` (default: the best active ones), in
+    parallel; recorded in the catalog as they go."""
     chosen = list(hosts) if hosts is not None else choose_hosts(manager, spread)
     key = _key(chosen)
+    with _object_stream(manager, source, key) as (stream, size):
+        return _cut_and_send(manager, record, stream, size, spread, key, dict(enumerate(chosen)))
+
+
+def _cut_and_send(manager: CloudManager, record: FileRecord, stream: BinaryIO, size: int, spread: Spread,
+                  key: Key | None, hosts: dict[int, Host]) -> list[Share]:
+    """Cut the object (the file, or its sealed bytes when ``key``) read from ``stream``
+    into shares, and send share *i* to ``hosts[i]`` (only those shares)."""
     object_id = _object_id(record.hash, key)
     with ExitStack() as stack:
         temps = [stack.enter_context(manager.cache.temp()) for _ in range(spread.n)]
         writers = [HashingWriter(temp.file) for temp in temps]
         handoffs = [Handoff(writer) for writer in writers]  # shares hashed and written in parallel
-        stream, size = stack.enter_context(_object_stream(manager, source, key))
         try:
             encode(stream, size, spread, bytes.fromhex(object_id), handoffs)
         finally:
             for handoff in handoffs:
                 handoff.close()
-        wanted = [i for i in range(spread.n) if only is None or i in only]
 
         def one(index: int) -> Share:
-            host = chosen[wanted.index(index)] if only is not None else chosen[index]
+            host = hosts[index]
             digest, length = writers[index].hexdigest(), writers[index].size
             try:
                 bare = _bare(host)  # a share is a new file: a host that can adopt it moves it
@@ -117,7 +124,7 @@ def send(manager: CloudManager, record: FileRecord, source: Path, spread: Spread
                 return Share(index, host.name, error=describe(exc), digest=digest, size=length,
                              encrypted=key is not None)
 
-        shares = list(manager.executor().map(one, wanted))
+        shares = list(manager.executor().map(one, sorted(hosts)))
     manager.catalog.record_shares(record.hash, (spread.k, spread.n), shares)
     return shares
 
@@ -188,17 +195,21 @@ class _Fetch:
 
 
 def _attempt(manager: CloudManager, record: FileRecord, chosen: list[tuple[Host, Share]], out: TempFile,
-             key: Key | None, verify: bool) -> tuple[bool, set[int], str]:
+             key: Key | None, verify: bool, sealed_out: bool) -> tuple[bool, set[int], str]:
     """Stream K shares from their hosts straight into the decoder (no share touches
     the disk); (rebuilt and verified, the shares to avoid next time, why not).
-    ``verify``: hash each share too, to tell which one is bad."""
+    ``verify``: hash each share too, to tell which one is bad.  ``sealed_out``: write
+    the sealed bytes to ``out`` (they are opened all the same, to verify them)."""
     assert record.spread is not None
     spread = Spread(*record.spread)
     fetches = {share.index: _Fetch(host, share, verify) for host, share in chosen}
     running = [manager.executor().submit(fetch.run) for fetch in fetches.values()]
-    writer = HashingWriter(out.file, limit=record.size)
+    writer = HashingWriter(Discard() if sealed_out else out.file, limit=record.size)
     opener = Decryptor(writer, key) if key is not None else None
-    handoff = Handoff(opener if opener is not None else writer)  # decoding overlaps hashing and writing
+    target: Sink = opener if opener is not None else writer
+    if sealed_out:
+        target = Tee(out.file, target)
+    handoff = Handoff(target)  # decoding overlaps hashing and writing
     failure = ""
     try:
         try:
@@ -225,8 +236,11 @@ def _attempt(manager: CloudManager, record: FileRecord, chosen: list[tuple[Host,
     return not failure, avoid, failure
 
 
-def rebuild(manager: CloudManager, record: FileRecord, out: TempFile) -> Literal[True] | str:
-    """Write the file rebuilt from K shares into ``out`` and verify its SHA-256.
+def rebuild(manager: CloudManager, record: FileRecord, out: TempFile, *,
+            sealed_out: bool = False) -> Literal[True] | str:
+    """Write the file rebuilt from K shares into ``out`` and verify its SHA-256
+    (``sealed_out``: write the object the shares were cut from, sealed bytes for an
+    encrypted spread, verified all the same).
 
     The K best holders stream their shares in parallel straight into the
     decoder; the rebuilt file's SHA-256 vouches for them all.  When it does not
@@ -248,7 +262,7 @@ def rebuild(manager: CloudManager, record: FileRecord, out: TempFile) -> Literal
         chosen = [(host, share) for host, share in sources if share.index not in avoided][:k]
         if len(chosen) < k:
             return f"fewer than {k} of its {n} shares came back"
-        done, avoid, failure = _attempt(manager, record, chosen, out, key, verify)
+        done, avoid, failure = _attempt(manager, record, chosen, out, key, verify, sealed_out)
         if done:
             return True
         if not avoid and verify:
@@ -267,21 +281,27 @@ def missing_shares(record: FileRecord) -> set[int]:
     return set(range(record.spread[1])) - held
 
 
-def repair(manager: CloudManager, record: FileRecord, source: Path) -> list[Share]:
-    """Rebuild the shares of a spread file that no host holds onto other active hosts,
-    from the file's bytes at ``source``.
+def repair(manager: CloudManager, record: FileRecord) -> list[Share]:
+    """Rebuild the shares of a spread file that no host holds onto other active hosts.
 
-    A sealed file is sealed again with a new salt, so *every* share changes: the
-    shares still held are replaced too (on the same hosts) along with the lost ones."""
+    The object the shares were cut from (the file, or its sealed bytes) is rebuilt
+    from K shares and cut again: the same shares come out, so only the lost ones are
+    sent and the shares still held stay as they are."""
     assert record.spread is not None
     spread = Spread(*record.spread)
     lost = missing_shares(record)
     if not lost:
         return []
-    holders = {share.index: share.host for share in record.shares if share.ok}
-    fresh = choose_hosts(manager, Spread(len(lost), len(lost)), exclude=set(holders.values()))
-    if any(share.encrypted for share in record.shares):
-        refill = iter(fresh)
-        hosts = [manager.host(holders[i]) if i in holders else None for i in range(spread.n)]
-        return send(manager, record, source, spread, [h if h is not None else next(refill) for h in hosts])
-    return send(manager, record, source, spread, fresh, only=lost)
+    holders = {share.host for share in record.shares if share.ok}
+    fresh = choose_hosts(manager, Spread(len(lost), len(lost)), exclude=holders)
+    sealed = any(share.encrypted for share in record.shares)
+    key = manager.key if sealed else None
+    with manager.cache.temp() as cut:
+        rebuilt = rebuild(manager, record, cut, sealed_out=True)
+        if rebuilt is not True:
+            log.warning("cannot repair %s: %s", record.hash, rebuilt)
+            return []
+        with open(cut.path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            return _cut_and_send(manager, record, stream, size, spread, key,
+                                 dict(zip(sorted(lost), fresh, strict=True)))

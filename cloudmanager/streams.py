@@ -246,3 +246,25 @@ class Handoff:
             self._worker.join()
         if self._error is not None:
             raise self._error
+
+
+class Discard:
+    """A sink that keeps nothing (bytes that only pass through a hash)."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        """Drop ``data``."""
+        return len(data)
+
+
+class Tee:
+    """A sink that writes everything to two sinks, in order."""
+
+    def __init__(self, first: Sink, second: Sink):
+        self._first = first
+        self._second = second
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        """Write ``data`` to both."""
+        write_all(self._first, data)
+        write_all(self._second, data)
+        return len(data)

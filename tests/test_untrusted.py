@@ -261,10 +261,14 @@ def test_fsck_finds_shares_lost_with_a_host_and_sync_repair_rebuilds_them(
         assert [(d, host.split(" ")[0]) for d, host, _ in report.hosts.lost] == [(digest, lost_host.name)]
         assert cm.catalog.incomplete_spreads() == [digest]
         changes = cm.sync(repair=True)
-        assert changes[digest] and all(u.ok for u in changes[digest])
+        assert len(changes[digest]) == 1 and changes[digest][0].ok  # the lost share, and only it
         after = cm.catalog.record(digest)
         assert after is not None and sum(s.ok for s in after.shares) == 5
         assert cm.catalog.incomplete_spreads() == []
+        kept = {s.index: s for s in record.shares if s.host != lost_host.name}
+        assert all(after.shares[i] == share for i, share in kept.items())  # held shares untouched
+        assert [s.digest for s in after.shares] == [s.digest for s in record.shares]  # the same share again
+        assert len(stored_files(folders)) == 5  # no orphan share left on any host
         cm.evict([digest])
         for folder in folders:
             if folder.name in {s.host for s in after.shares if s.index < 2}:
