@@ -119,6 +119,12 @@ def test_records_stream_past_a_page(cat: CatalogBase) -> None:
     assert sum(1 for _ in cat.listing(["host-0"])) == 2501
 
 
+def test_recent_files_newest_first(cat: CatalogBase) -> None:
+    cat.merge([FileRecord(h(n), f"f{n}", 1, 1000 + n % 4) for n in range(1, 9)])
+    assert cat.recent(3) == [h(7), h(3), h(6)]  # by time first known, then hash, newest first
+    assert len(cat.recent(100)) == 8 and cat.recent(0) == []
+
+
 def test_forget_removes_the_file_and_its_cache_state(cat: CatalogBase) -> None:
     cat.add(rec(1, 10, HELD))
     assert cat.admit(rec(1, 10), 100).admitted and cat.usage() == (10, 1)

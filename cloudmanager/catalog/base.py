@@ -136,6 +136,10 @@ class CatalogBase(ABC):
         """How many files the catalog knows."""
 
     @abstractmethod
+    def recent(self, limit: int) -> list[str]:
+        """The ``limit`` files first known most lately, newest first."""
+
+    @abstractmethod
     def host_health(self, names: Iterable[str]) -> dict[str, HostHealth]:
         """Health of the named hosts (a host never used is perfectly healthy)."""
 

@@ -382,6 +382,13 @@ class PostgresCatalog(CatalogBase):
         return int(row[0]) if row else 0
 
     @_guarded
+    def recent(self, limit: int) -> list[str]:
+        """The ``limit`` files first known most lately, newest first."""
+        cur = self._conn.cursor()
+        return [r[0] for r in cur.execute(
+            "SELECT hash FROM files ORDER BY datetime DESC, hash DESC LIMIT %s", (limit,))]
+
+    @_guarded
     def host_health(self, names: Iterable[str]) -> dict[str, HostHealth]:
         """Health of the named hosts (a host never used is perfectly healthy)."""
         wanted = list(names)

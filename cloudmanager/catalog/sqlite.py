@@ -259,6 +259,11 @@ class SQLiteCatalog(CatalogBase):
         """How many files the catalog knows."""
         return int(self._db.execute("SELECT count(*) FROM files").fetchone()[0])
 
+    def recent(self, limit: int) -> list[str]:
+        """The ``limit`` files first known most lately, newest first."""
+        return [r[0] for r in self._db.execute(
+            "SELECT hash FROM files ORDER BY datetime DESC, hash DESC LIMIT ?", (limit,))]
+
     def host_health(self, names: Iterable[str]) -> dict[str, HostHealth]:
         """Health of the named hosts (a host never used is perfectly healthy)."""
         wanted = list(names)

@@ -10,7 +10,6 @@ allows none.  Each file name is a share link that lives a day.
 
 from __future__ import annotations
 
-import heapq
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -114,23 +113,22 @@ class Page:
         """What the page shows, read from the catalog (blocking: run in a thread)."""
         cm = self.manager
         used, _ = cm.catalog.usage()
-        newest = heapq.nlargest(MAX_FILES, cm.listing(), key=lambda row: (row.datetime, row.hash))
         total = cm.catalog.count()
         lifetime = min(links.PAGE_LINK_SECONDS, links.longest_expiry(h.keep_days for h in cm.hosts))
         expires = int(time.time()) + lifetime
         files = []
-        for row in newest:
-            record = cm.catalog.record(row.hash)
-            holders = []
-            if record is not None:
-                holders = sorted(u.host for u in record.uploads if u.ok)
-                spread = record.spread[1] if record.spread else len(record.shares)
-                holders += [f"{s.host} (share {s.index + 1}/{spread})"
-                            for s in sorted(record.shares, key=lambda s: s.index) if s.ok]
+        for digest in cm.catalog.recent(MAX_FILES):
+            record, entry = cm.catalog.record(digest), cm.catalog.entry(digest)
+            if record is None or entry is None:  # forgotten meanwhile
+                continue
+            holders = sorted(u.host for u in record.uploads if u.ok)
+            spread = record.spread[1] if record.spread else len(record.shares)
+            holders += [f"{s.host} (share {s.index + 1}/{spread})"
+                        for s in sorted(record.shares, key=lambda s: s.index) if s.ok]
             files.append(FileView(
-                hash=row.hash, name=row.name, size=human_size(row.size), date=when(row.datetime),
-                cached="pinned" if row.pinned else ("yes" if row.cached else "no"), hosts=holders,
-                link=links.link_path(self.settings.secret, row.hash, expires)))
+                hash=digest, name=record.name, size=human_size(record.size), date=when(record.datetime),
+                cached="pinned" if entry.pinned else ("yes" if entry.cached else "no"), hosts=holders,
+                link=links.link_path(self.settings.secret, digest, expires)))
         health = cm.catalog.host_health([h.name for h in cm.hosts])
         hosts = [HostView(name=h.name, url=h.url(), active=h.active, last_ok=when(health[h.name].last_ok),
                           last_error=health[h.name].last_error,
