@@ -227,7 +227,7 @@ class CloudManager:
         """
         policy = Spread.parse(spread) if isinstance(spread, str) else spread or self.spread
         if policy is not None:
-            spreading.choose_hosts(self, policy)  # enough hosts? (before anything is kept)
+            spreading.preflight(self, policy)  # enough hosts, the key? (before anything is kept)
         source = Path(path)
         info = os.stat(source)
         if stat.S_ISDIR(info.st_mode):

@@ -66,6 +66,15 @@ def choose_hosts(manager: CloudManager, spread: Spread, exclude: set[str] | None
     return manager.ranked(candidates)[: spread.n]
 
 
+def preflight(manager: CloudManager, spread: Spread) -> None:
+    """Check, before anything is kept, that a new file can be spread: enough active
+    hosts, and the key when they encrypt.  ValueError saying what is missing."""
+    try:
+        _key(choose_hosts(manager, spread))
+    except HostError as exc:
+        raise ValueError(f"cannot spread: {exc}") from None
+
+
 def _object_id(digest: str, key: Key | None) -> str:
     return key.object_name(digest) if key is not None else digest
 

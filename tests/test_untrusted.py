@@ -237,7 +237,10 @@ def test_too_few_hosts_for_a_spread_is_refused_before_anything_is_kept(
     cm = open_node(uris(folders[:2]))
     with pytest.raises(ValueError, match="needs 5 active hosts"):
         cm.upload(source, spread="3/5")
-    assert cm.catalog.count() == 0 and not stored_files(folders)
+    keyless = open_node([encrypting(FolderHost(f), None) for f in folders[:3]], name="keyless")
+    with pytest.raises(ValueError, match="no key"):
+        keyless.upload(source, spread="2/3")
+    assert cm.catalog.count() == keyless.catalog.count() == 0 and not stored_files(folders)
 
 
 def test_fsck_finds_shares_lost_with_a_host_and_sync_repair_rebuilds_them(
