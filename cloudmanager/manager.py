@@ -584,11 +584,12 @@ class CloudManager:
         sends files no host holds yet (an upload cut off by a crash).  With
         ``copies``, files held by fewer hosts than that are also sent to more
         active hosts (healthiest first) until they would be.  The bytes come
-        from the cache, or are fetched from a host that holds them.  With
-        ``repair``, the shares of spread files that no host holds any more
-        (found by :meth:`check` with ``hosts``, or a failed fetch) are rebuilt
-        onto other active hosts.  Returns, per file hash, the result of each
-        host tried (a share's host is shown as "HOST (share I)").
+        from the cache, or are fetched from a host that holds them.  A spread
+        file whose upload left fewer than K shares gets its missing shares;
+        with ``repair``, every spread file does (shares lost with a host, found
+        by :meth:`check` with ``hosts`` or a failed fetch), on other active hosts.
+        Returns, per file hash, the result of each host tried (a share's host is
+        shown as "HOST (share I)").
         """
         active = self.active_hosts
         wanted: dict[str, list[Host]] = {}
@@ -606,12 +607,13 @@ class CloudManager:
         for digest, hosts in wanted.items():
             if hosts:
                 self._with_copy(digest, resend(hosts))
-        if repair:
-            for digest in self.catalog.incomplete_spreads():
-                record = self.catalog.record(digest)
-                if record is not None:
-                    changes[digest] = [Upload(f"{s.host} (share {s.index})", s.url, s.error)
-                                       for s in spreading.repair(self, record)]
+        for digest in self.catalog.incomplete_spreads():
+            record = self.catalog.record(digest)
+            if record is None or record.spread is None:
+                continue
+            if repair or sum(share.ok for share in record.shares) < record.spread[0]:
+                changes[digest] = [Upload(f"{s.host} (share {s.index})", s.url, s.error)
+                                   for s in spreading.repair(self, record)]
         return changes
 
     def _more_copies(self, copies: int, active: list[Host]) -> Iterator[tuple[str, list[Host]]]:

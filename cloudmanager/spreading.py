@@ -30,7 +30,7 @@ from .cache import TempFile
 from .crypto import DecryptError, Decryptor, Key, encrypt, sealed_size
 from .erasure import ShareError, Spread, decode, encode
 from .errors import HostError, ObjectMissing
-from .hosts import Adopter, Host
+from .hosts import Adopter, Deleter, Host
 from .hosts.base import describe
 from .hosts.encrypted import EncryptedHost
 from .records import FileRecord, Share
@@ -293,24 +293,59 @@ def missing_shares(record: FileRecord) -> set[int]:
 def repair(manager: CloudManager, record: FileRecord) -> list[Share]:
     """Rebuild the shares of a spread file that no host holds onto other active hosts.
 
-    The object the shares were cut from (the file, or its sealed bytes) is rebuilt
-    from K shares and cut again: the same shares come out, so only the lost ones are
-    sent and the shares still held stay as they are."""
+    With K shares still held, the object the shares were cut from (the file, or its
+    sealed bytes) is rebuilt from them and cut again: the same shares come out, so
+    only the lost ones are sent and the held ones stay as they are.  With fewer
+    (an upload most hosts refused), the cached copy is cut instead: a plain file
+    gives the same shares again; a sealed one is sealed anew, so every share is
+    new and the old ones are deleted where their hosts can.
+    """
     assert record.spread is not None
     spread = Spread(*record.spread)
     lost = missing_shares(record)
     if not lost:
         return []
-    holders = {share.host for share in record.shares if share.ok}
-    fresh = choose_hosts(manager, Spread(len(lost), len(lost)), exclude=holders)
+    held = {share.index: share for share in record.shares if share.ok}
+    fresh = iter(choose_hosts(manager, Spread(len(lost), len(lost)), exclude={s.host for s in held.values()}))
+    targets = {index: next(fresh) for index in sorted(lost)}
     sealed = any(share.encrypted for share in record.shares)
-    key = manager.key if sealed else None
-    with manager.cache.temp() as cut:
-        rebuilt = rebuild(manager, record, cut, sealed_out=True)
-        if rebuilt is not True:
-            log.warning("cannot repair %s: %s", record.hash, rebuilt)
-            return []
-        with open(cut.path, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            return _cut_and_send(manager, record, stream, size, spread, key,
-                                 dict(zip(sorted(lost), fresh, strict=True)))
+    if len(held) >= spread.k:
+        with manager.cache.temp() as cut:
+            rebuilt = rebuild(manager, record, cut, sealed_out=True)
+            if rebuilt is not True:
+                log.warning("cannot repair %s: %s", record.hash, rebuilt)
+                return []
+            with open(cut.path, "rb") as stream:
+                return _cut_and_send(manager, record, stream, os.fstat(stream.fileno()).st_size, spread,
+                                     manager.key if sealed else None, targets)
+    try:
+        with manager.cache.hold(record.hash) as copy:
+            if not sealed:
+                with open(copy, "rb") as stream:
+                    return _cut_and_send(manager, record, stream, os.fstat(stream.fileno()).st_size,
+                                         spread, None, targets)
+            key = manager.key
+            if key is None:
+                log.warning("cannot repair %s: its shares are sealed and this node has no key", record.hash)
+                return []
+            for index, share in held.items():  # the old sealing's shares are of no use now
+                host = manager.host(share.host)
+                targets[index] = host if host is not None else targets[index]
+                _withdraw(host, share)
+            with _object_stream(manager, copy, key) as (stream, size):
+                return _cut_and_send(manager, record, stream, size, spread, key, targets)
+    except FileNotFoundError:
+        log.warning("cannot repair %s: fewer than %d shares are held and it is not cached",
+                    record.hash, spread.k)
+        return []
+
+
+def _withdraw(host: Host | None, share: Share) -> None:
+    """Delete a share that is replaced, where its host can delete (else it stays, unused)."""
+    bare = _bare(host) if host is not None else None
+    if share.url is None or not isinstance(bare, Deleter):
+        return
+    try:
+        bare.delete(share.url)
+    except HostError as exc:
+        log.warning("cannot delete the replaced share %d on %s: %s", share.index, share.host, exc.reason)

@@ -283,6 +283,31 @@ def test_fsck_finds_shares_lost_with_a_host_and_sync_repair_rebuilds_them(
                 restart(folder)
 
 
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_a_spread_most_hosts_refused_is_completed_by_sync_repair_from_the_cache(
+        open_node: Opener, folders: list[Path], source: Path, encrypt: bool) -> None:
+    blocked = folders[1:3]
+    for folder in blocked:  # a file where the host's folder should be: uploads fail
+        folder.rmdir()
+        folder.write_text("in the way")
+    cm = open_node(uris(folders[:3]), key=Key.generate(), encrypt=encrypt, spread="2/3")
+    digest = cm.upload(source)
+    assert digest and cm.on_cache(digest)
+    record = cm.catalog.record(digest)
+    assert record is not None and sum(s.ok for s in record.shares) == 1
+    assert cm.evict([digest]) == []  # fewer than K shares: never evicted
+    for folder in blocked:
+        folder.unlink()
+        folder.mkdir()
+    assert cm.catalog.incomplete_spreads() == [digest]
+    changes = cm.sync(repair=True)
+    assert changes[digest] and all(u.ok for u in changes[digest])
+    assert cm.catalog.incomplete_spreads() == [] and len(stored_files(folders[:3])) == 3
+    assert cm.evict([digest]) == [digest]
+    path = cm.warm_up(digest)
+    assert path and Path(path).read_bytes() == DATA
+
+
 def test_spread_records_travel_in_dumps_and_old_readers_ignore_them(
         open_node: Opener, folders: list[Path], source: Path) -> None:
     a = open_node(uris(folders[:5]), spread="2/5")

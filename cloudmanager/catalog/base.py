@@ -146,7 +146,8 @@ class CatalogBase(ABC):
     @abstractmethod
     def missing_copies(self, hosts: Sequence[str]) -> list[tuple[str, str]]:
         """(hash, host) pairs a sync should retry, in order: an error recorded for one
-        of ``hosts``, or a file no host holds yet that ``host`` has no entry for."""
+        of ``hosts``, or a file no host holds yet that ``host`` has no entry for (but
+        not a spread file: its missing shares are rebuilt instead)."""
 
     # -- this node's cache state ----------------------------------------------------
 

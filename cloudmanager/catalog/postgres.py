@@ -409,7 +409,7 @@ class PostgresCatalog(CatalogBase):
                UNION
                SELECT f.hash, h.name COLLATE "C"
                  FROM files f CROSS JOIN unnest(%(names)s::text[]) AS h (name)
-                WHERE f.copies = 0
+                WHERE f.copies = 0 AND f.spread_k IS NULL
                   AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.hash = f.hash AND u.host = h.name)
                ORDER BY 1, 2""", {"names": list(hosts)})
         return [(str(a), str(b)) for a, b in rows]

@@ -279,14 +279,15 @@ class SQLiteCatalog(CatalogBase):
 
     def missing_copies(self, hosts: Sequence[str]) -> list[tuple[str, str]]:
         """(hash, host) pairs a sync should retry: an error recorded for one of
-        ``hosts``, or a file no host holds yet that ``host`` has no entry for."""
+        ``hosts``, or a file no host holds yet that ``host`` has no entry for (but not
+        a spread file: its missing shares are rebuilt instead)."""
         names = _json_list(hosts)
         rows = self._db.execute(
             """SELECT hash, host FROM uploads
                 WHERE error IS NOT NULL AND host IN (SELECT value FROM json_each(:names))
                UNION
                SELECT f.hash, h.value FROM files f, json_each(:names) h
-                WHERE f.copies = 0
+                WHERE f.copies = 0 AND f.spread_k IS NULL
                   AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.hash = f.hash AND u.host = h.value)
                ORDER BY 1, 2""",
             {"names": names},
