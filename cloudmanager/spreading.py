@@ -87,7 +87,11 @@ def _object_stream(manager: CloudManager, source: Path, key: Key | None) -> Iter
             yield plain, Path(source).stat().st_size
             return
         with manager.cache.temp() as sealed:
-            size = encrypt(plain, sealed.file, key)
+            handoff = Handoff(sealed.file)  # sealing overlaps writing what is sealed
+            try:
+                size = encrypt(plain, handoff, key)
+            finally:
+                handoff.close()
             with open(sealed.path, "rb") as handle:
                 yield handle, size
 
