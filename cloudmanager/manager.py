@@ -27,7 +27,7 @@ from .catalog import Listed, cache_lock_path, node_id, open_catalog
 from .crypto import Key
 from .erasure import Spread
 from .errors import CacheFull, HashMismatch, HostError, InvalidDump, InvalidHash, ObjectMissing, Unavailable
-from .hosts import Host, make_hosts
+from .hosts import Deleter, Host, make_hosts
 from .hosts.base import describe
 from .hosts.encrypted import EncryptedHost, encrypting
 from .hosts.speed import Speeds
@@ -335,14 +335,31 @@ class CloudManager:
         return digest
 
     def _send_cached(self, record: FileRecord) -> None:
-        """Send a cached file to the active hosts (a background job of :meth:`accept`)."""
+        """Send a cached file to the active hosts (a background job of :meth:`accept`).
+
+        A file forgotten while it was being sent (another node's DELETE) gets its
+        new copies deleted again, where the hosts can."""
         try:
             with self.cache.hold(record.hash) as copy:
-                self._send(record, copy, self.active_hosts)
+                results = self._send(record, copy, self.active_hosts, record_each=False)
         except FileNotFoundError:  # evicted or forgotten meanwhile: nothing left to send
             log.info("%s left the cache before it was sent", record.hash)
+            return
         except Exception:  # a background job has no caller to raise to
             log.exception("sending %s to the hosts failed", record.hash)
+            return
+        if self.catalog.exists(record.hash):
+            self.catalog.add(FileRecord(record.hash, record.name, record.size, record.datetime,
+                                        tuple(results)))
+            return
+        for result in results:
+            host = self._by_name.get(result.host)
+            if result.url is not None and isinstance(host, Deleter):
+                try:
+                    host.delete(result.url)
+                except HostError as exc:
+                    log.warning("cannot delete the copy of forgotten %s on %s: %s",
+                                record.hash, host.name, exc.reason)
 
     @staticmethod
     def _new_record(source: Path, digest: str, size: int) -> FileRecord:

@@ -224,8 +224,13 @@ class _Collect:
 
 def test_delete_then_get_is_404(node_server: NodeServer, files: Path, hosts: Callable[..., NodeHost]) -> None:
     digest, _ = put_bytes(hosts(node_server.url, node_server.token), files, b"short-lived")
+    vault_copy = node_server.vault / digest[:2] / digest[2:4] / digest
     with node_server.http(node_server.token) as http:
         assert http.delete(f"/objects/{digest}").status_code == 204
+        deadline = time.monotonic() + 30  # the node sends what it takes in the background
+        while vault_copy.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not vault_copy.exists()  # deleted from the node's own host too
         assert http.get(f"/objects/{digest}").status_code == 404
         assert http.head(f"/objects/{digest}").status_code == 404
         assert http.delete(f"/objects/{digest}").status_code == 404

@@ -12,7 +12,8 @@ Routes (every one but share links needs the token, see auth.py):
 ``HEAD /objects/<sha256>``
     The recorded size as ``Content-Length``, nothing fetched.
 ``DELETE /objects/<sha256>``
-    The node forgets the file (204; 404 when unknown).
+    The node forgets the file and deletes its copies on its own hosts where they
+    can delete (204; 404 when unknown).
 ``GET /catalog?since=N&limit=M``
     Records changed after change number N: ``{"version", "records", "cursor", "more"}``.
 ``POST /catalog``
@@ -32,6 +33,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -193,10 +195,11 @@ class NodeApp:
         return JSONResponse({"hash": digest}, status_code=200 if known else 201)
 
     async def delete_object(self, request: Request) -> Response:
-        """Forget the file (its copies on the node's hosts are left alone)."""
+        """Forget the file, and delete its copies from the node's own hosts where they
+        can delete (what another node takes back must not stay on disk for good)."""
         self._require(request)
         digest = self._digest(request)
-        report = await anyio.to_thread.run_sync(self.manager.forget, digest)
+        report = await anyio.to_thread.run_sync(partial(self.manager.forget, digest, from_hosts=True))
         if report is None:
             return error(404, f"no such file: {digest}")
         return Response(status_code=204)
