@@ -348,11 +348,9 @@ class CloudManager:
         except Exception:  # a background job has no caller to raise to
             log.exception("sending %s to the hosts failed", record.hash)
             return
-        if self.catalog.exists(record.hash):
-            self.catalog.add(FileRecord(record.hash, record.name, record.size, record.datetime,
-                                        tuple(results)))
+        if self.catalog.record_uploads(record.hash, results):
             return
-        for result in results:
+        for result in results:  # forgotten meanwhile: take the new copies back
             host = self._by_name.get(result.host)
             if result.url is not None and isinstance(host, Deleter):
                 try:

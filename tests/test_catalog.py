@@ -119,6 +119,16 @@ def test_records_stream_past_a_page(cat: CatalogBase) -> None:
     assert sum(1 for _ in cat.listing(["host-0"])) == 2501
 
 
+def test_record_uploads_only_while_the_file_is_known(cat: CatalogBase) -> None:
+    cat.add(rec(1, 10, Upload("vault", error="first try")))
+    assert cat.record_uploads(h(1), [HELD, Upload("other", error="refused")])
+    assert cat.record(h(1)) == rec(1, 10, Upload("other", error="refused"), HELD)
+    assert cat.record_uploads(h(1), [Upload("vault", error="later")])  # never replaces a URL
+    assert cat.record(h(1)) == rec(1, 10, Upload("other", error="refused"), HELD)
+    assert cat.forget(h(1))
+    assert not cat.record_uploads(h(1), [HELD]) and not cat.exists(h(1))  # not brought back
+
+
 def test_recent_files_newest_first(cat: CatalogBase) -> None:
     cat.merge([FileRecord(h(n), f"f{n}", 1, 1000 + n % 4) for n in range(1, 9)])
     assert cat.recent(3) == [h(7), h(3), h(6)]  # by time first known, then hash, newest first

@@ -212,6 +212,12 @@ class CatalogBase(ABC):
         power cut: the file then counts as not yet sent and ``sync`` sends it again."""
 
     @abstractmethod
+    def record_uploads(self, digest: str, uploads: Sequence[Upload]) -> bool:
+        """Record hosts' results for a file, only if the catalog still knows it (False:
+        it was forgotten meanwhile, nothing recorded).  A failed upload never replaces
+        a URL.  The hosts' health is the caller's to note."""
+
+    @abstractmethod
     def record_fetch(self, host: str, error: str | None, fetched: int = 0, *,
                      digest: str | None = None, lost: bool = False) -> None:
         """Record a download attempt from ``host``.  With ``lost``, the host's copy

@@ -637,6 +637,22 @@ class PostgresCatalog(CatalogBase):
         self._write(body, shared=True, durable=False)
 
     @_guarded
+    def record_uploads(self, digest: str, uploads: Sequence[Upload]) -> bool:
+        """Record hosts' results for a file, only if the catalog still knows it (False:
+        it was forgotten meanwhile, nothing recorded).  A failed upload never replaces
+        a URL.  The hosts' health is the caller's to note."""
+
+        def body(cur: Cursor) -> bool:
+            # The file's row is locked against a concurrent forget until the commit.
+            if cur.execute("SELECT 1 FROM files WHERE hash = %s FOR SHARE", (digest,)).fetchone() is None:
+                return False
+            for upload in uploads:
+                self._set_upload(cur, digest, upload, keep_url=True)
+            return True
+
+        return self._write(body, shared=True)
+
+    @_guarded
     def record_fetch(self, host: str, error: str | None, fetched: int = 0, *,
                      digest: str | None = None, lost: bool = False) -> None:
         """Record a download attempt from ``host``; with ``lost``, its copy of ``digest`` is gone."""

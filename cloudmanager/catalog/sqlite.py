@@ -497,6 +497,17 @@ class SQLiteCatalog(CatalogBase):
             self._set_upload(db, digest, upload, keep_url=True)
             self._note_host(db, upload.host, upload.error, sent=sent)
 
+    def record_uploads(self, digest: str, uploads: Sequence[Upload]) -> bool:
+        """Record hosts' results for a file, only if the catalog still knows it (False:
+        it was forgotten meanwhile, nothing recorded).  A failed upload never replaces
+        a URL.  The hosts' health is the caller's to note."""
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM files WHERE hash = ?", (digest,)).fetchone() is None:
+                return False
+            for upload in uploads:
+                self._set_upload(db, digest, upload, keep_url=True)
+            return True
+
     def record_fetch(self, host: str, error: str | None, fetched: int = 0, *,
                      digest: str | None = None, lost: bool = False) -> None:
         """Record a download attempt from ``host``.  With ``lost``, the host's copy
