@@ -47,7 +47,7 @@ def test_round_trip_and_sizes(size: int) -> None:
     sealed = seal(data, key)
     assert len(sealed) == sealed_size(size) and plain_size(len(sealed)) == size
     assert unseal(sealed, key) == data
-    assert data == b"" or data not in sealed
+    assert len(data) < 16 or data[:16] not in sealed  # (a byte or two may occur by chance)
     assert seal(data, key) != sealed  # a fresh salt each time
 
 
