@@ -33,6 +33,7 @@ problem; secrets are never shown.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -45,7 +46,7 @@ from typing import Any
 import platformdirs
 
 from .catalog.location import is_server_url, node_id, redact
-from .crypto import Key
+from .crypto import Key, KeyFileError
 from .erasure import Spread
 from .errors import CloudManagerError
 from .hosts import Host, make_host
@@ -57,6 +58,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+log = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 1 << 30
 CONFIG_ENV = "CM_CONFIG"
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
@@ -241,8 +243,20 @@ class Config:
                 for record, host in ((record, record.make()) for record in self.hosts)]
 
     def load_key(self) -> Key | None:
-        """The node's key from ``key_file`` (None when there is no such file)."""
-        return Key.load(self.key_file) if self.key_file.exists() else None
+        """The node's key from ``key_file`` (None when there is no such file).
+
+        A key file that cannot be read is an error only when some host encrypts;
+        otherwise (the key would only read other nodes' sealed copies) it is
+        skipped with a warning, so that it cannot stop every command."""
+        if not self.key_file.exists():
+            return None
+        try:
+            return Key.load(self.key_file)
+        except KeyFileError as exc:
+            if self.encrypts:
+                raise
+            log.warning("the key file is not used: %s", exc)
+            return None
 
 
 def user_config_path() -> Path:

@@ -433,3 +433,17 @@ def test_encrypting_a_folder_host_keeps_its_abilities(tmp_path: Path) -> None:
     from cloudmanager.hosts import Checker, Deleter
 
     assert isinstance(host, Checker) and isinstance(host, Deleter) and host.name == "v"
+
+
+def test_a_damaged_key_file_stops_only_what_needs_the_key(tmp_path: Path, folders: list[Path],
+                                                         source: Path) -> None:
+    (tmp_path / "k").write_text("not a key")
+    plain = tmp_path / "plain.toml"
+    plain.write_text(f'[catalog]\npath = "c.sqlite3"\n[cache]\npath = "cache"\n[encryption]\nkey_file = "k"\n'
+                     f'[[hosts]]\nurl = "{folders[0].as_uri()}"\n')
+    sealed = tmp_path / "sealed.toml"
+    sealed.write_text(plain.read_text() + "[upload]\nencrypt = true\n")
+    runner = CliRunner()
+    assert runner.invoke(main, ["--config", str(plain), "upload", str(source)]).exit_code == 0
+    refused = runner.invoke(main, ["--config", str(sealed), "upload", str(source)])
+    assert refused.exit_code != 0 and "not a cloudmanager key" in refused.output
