@@ -75,8 +75,7 @@ def test_two_nodes_converge_both_ways_and_a_third_learns_all_from_one(
     assert exchange(cm, c.config, a, "from")["added"] == 50
     assert {r["filehash"] for r in catalog(c)} == from_a | from_b
 
-    # What b learned is usable: a's files come back on b through a's hosts? No: b has
-    # only its own vault; the records say where the copies are, as a dump would.
+    # The cm command on b lists every file it learned (the records say where each copy is).
     text = cm(b.config, "ls", "--json")
     assert text.exit_code == 0 and len(json.loads(text.output)) == 50
 
