@@ -3,19 +3,26 @@
 Layout: ``ROOT/ab/cd/<sha256>`` (two levels of two hex digits, so no directory
 holds more than a few hundred entries even with millions of files).  Writes go
 to ``ROOT/.tmp-*`` (locked while written), are fsynced and renamed into place
-atomically.  This module knows nothing of the catalog: which files *should* be
+atomically.  ``ROOT/.cloudmanager-owner`` names the catalog and node the folder
+belongs to.  This module knows nothing of the catalog: which files *should* be
 here is the manager's business; this one only places, removes and lists bytes.
+
+Nothing found in the cache is deleted on suspicion: bytes that are not (or no
+longer) a counted cache file may be the only copy of something, so they are
+moved to the quarantine folder, which only an explicit purge empties.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +34,8 @@ from .locking import FileLock
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
+#: The marker in the cache root naming the catalog and node the folder belongs to.
+OWNER_FILE = ".cloudmanager-owner"
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -40,13 +49,22 @@ class TempFile:
     placed: bool = field(default=False)
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who a cache folder belongs to: a catalog (an SQLite file's absolute path, or a
+    server catalog's URL without its secret) and the node's id there."""
+
+    catalog: str
+    node: str
+
+
 @dataclass
 class ScanResult:
     """What a scan of the cache directory found."""
 
     files: dict[str, int] = field(default_factory=dict)  # digest -> size on disk
     removed_temps: list[Path] = field(default_factory=list)  # abandoned (removed when fixing)
-    removed_strays: list[Path] = field(default_factory=list)  # not cache files (removed when fixing)
+    misplaced: list[Path] = field(default_factory=list)  # not cache files (quarantined when fixing)
     foreign: list[Path] = field(default_factory=list)  # left alone, reported
 
 
@@ -61,10 +79,95 @@ def _fsync_dir(path: Path) -> None:
 class Cache:
     """The cache directory: a content-addressed store of verified files."""
 
-    def __init__(self, root: Path, lock: FileLock):
+    def __init__(self, root: Path, lock: FileLock, quarantine: Path | None = None):
         self.root = root
         self.lock = lock
+        #: Where bytes that are not a counted cache file are moved, never deleted.
+        self.quarantine_dir = quarantine or root.with_name(f"{root.name}.quarantine")
         root.mkdir(parents=True, exist_ok=True)
+
+    # -- who the folder belongs to -----------------------------------------------------
+
+    @staticmethod
+    def read_owner(root: Path) -> Owner | None:
+        """The owner recorded in the cache folder ``root`` (None: none, or unreadable)."""
+        try:
+            data = json.loads((root / OWNER_FILE).read_text(encoding="utf-8"))
+            return Owner(str(data["catalog"]), str(data["node"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write_owner(self, owner: Owner) -> None:
+        """Record ``owner`` in the cache root (atomically)."""
+        if self.read_owner(self.root) == owner:
+            return
+        temp = self.root / f"{TEMP_PREFIX}owner-{secrets.token_hex(4)}"
+        try:
+            temp.write_text(json.dumps({"catalog": owner.catalog, "node": owner.node}) + "\n",
+                            encoding="utf-8")
+            os.replace(temp, self.root / OWNER_FILE)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def disown(self) -> None:
+        """Remove the owner marker (the folder is no longer a node's cache)."""
+        (self.root / OWNER_FILE).unlink(missing_ok=True)
+
+    # -- the quarantine ----------------------------------------------------------------
+
+    def quarantine(self, path: Path) -> Path:
+        """Move ``path`` (a file or folder inside the cache) to the quarantine folder,
+        under its place in the cache; returns where it went.  Atomic on one file
+        system; elsewhere copied and synced before the original goes."""
+        relative = path.relative_to(self.root)
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / "_".join(relative.parts)
+        if target.exists():
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            target = target.with_name(f"{target.name}.{stamp}-{secrets.token_hex(2)}")
+        try:
+            os.rename(path, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            partial = target.with_name(f"{TEMP_PREFIX}{target.name}")
+            if path.is_dir():
+                shutil.copytree(path, partial, symlinks=True)
+            else:
+                shutil.copy2(path, partial, follow_symlinks=False)
+                with open(partial, "rb") as handle:
+                    os.fsync(handle.fileno())
+            os.rename(partial, target)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        _fsync_dir(self.quarantine_dir)
+        log.info("moved to the quarantine: %s -> %s", path, target)
+        return target
+
+    def quarantined(self) -> list[tuple[Path, int]]:
+        """What the quarantine holds: (path, bytes), by name."""
+        if not self.quarantine_dir.is_dir():
+            return []
+        found = []
+        for entry in sorted(self.quarantine_dir.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                size = sum(p.lstat().st_size for p in entry.rglob("*") if p.is_file())
+            else:
+                size = entry.lstat().st_size
+            found.append((entry, size))
+        return found
+
+    def purge_quarantine(self) -> int:
+        """Delete what the quarantine holds; returns how many entries went."""
+        entries = self.quarantined()
+        for entry, _ in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        return len(entries)
 
     def path(self, digest: str) -> Path:
         """Where the file with this SHA-256 lives when cached."""
@@ -134,15 +237,17 @@ class Cache:
     def scan(self, fix: bool = True) -> ScanResult:
         """List the cached files and find what a finished write never leaves.
 
-        Finds temporary files whose writer is gone (their lock is free) and
-        entries inside the shard directories that are not well-named cached
-        files, and removes them when ``fix``.  Anything else at the top level
-        is not ours: it is left alone and reported.  Call with
-        ``self.lock.exclusive()`` held.
+        Finds temporary files whose writer is gone (their lock is free: removed
+        when ``fix``, they are never a file's only copy) and entries inside the
+        shard directories that are not well-named cached files (moved to the
+        quarantine when ``fix``).  Anything else at the top level is not ours:
+        it is left alone and reported.  Call with ``self.lock.exclusive()`` held.
         """
         result = ScanResult()
         for top in os.scandir(self.root):
             path = Path(top.path)
+            if top.name == OWNER_FILE:
+                continue
             if top.name.startswith(TEMP_PREFIX) and top.is_file(follow_symlinks=False):
                 if self._abandoned(path, remove=fix):
                     result.removed_temps.append(path)
@@ -176,20 +281,14 @@ class Cache:
                 else:
                     self._stray(Path(entry.path), result, fix)
 
-    @staticmethod
-    def _stray(path: Path, result: ScanResult, fix: bool) -> None:
-        if not fix:
-            result.removed_strays.append(path)
-            return
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-        except OSError as exc:  # pragma: no cover - e.g. a read-only mount
-            log.warning("could not remove %s: %s", path, exc)
-            return
-        result.removed_strays.append(path)
+    def _stray(self, path: Path, result: ScanResult, fix: bool) -> None:
+        if fix:
+            try:
+                self.quarantine(path)
+            except OSError as exc:  # pragma: no cover - e.g. a read-only mount
+                log.warning("could not move %s to the quarantine: %s", path, exc)
+                return
+        result.misplaced.append(path)
 
     @staticmethod
     def _abandoned(path: Path, remove: bool) -> bool:

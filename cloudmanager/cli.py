@@ -35,7 +35,7 @@ from rich.table import Table
 from . import __version__, config, payload, peersync
 from .crypto import Key
 from .erasure import Spread
-from .errors import CloudManagerError, InvalidDump
+from .errors import CacheOwned, CloudManagerError, InvalidDump
 from .manager import CloudManager
 from .names import is_sha256
 
@@ -101,7 +101,7 @@ def guarded(command: F) -> F:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (InvalidDump, config.ConfigError) as exc:
+        except (InvalidDump, config.ConfigError, CacheOwned) as exc:
             raise BadInput(str(exc)) from None
         except UnicodeDecodeError:
             raise BadInput("not UTF-8 text (a dump is JSON text)") from None
@@ -680,28 +680,38 @@ def expire(node: Node, force: bool, as_json: bool) -> None:
 
 @main.command()
 @click.option("--repair", is_flag=True, help="Mend what is found (and send lost copies again).")
+@click.option("--purge", is_flag=True, help="With --repair: also delete what the quarantine holds.")
 @click.option("--hosts", "ask_hosts", is_flag=True,
               help="Also ask each host whether it still holds its copies.")
 @click.option("--hash", "verify_hash", is_flag=True, help="Check the bytes' SHA-256, not only sizes.")
 @json_option
 @pass_node
 @guarded
-def fsck(node: Node, repair: bool, ask_hosts: bool, verify_hash: bool, as_json: bool) -> None:
+def fsck(node: Node, repair: bool, purge: bool, ask_hosts: bool, verify_hash: bool, as_json: bool) -> None:
     """Check that the catalog tells the truth about the cache and the hosts.
 
-    Exit status 1 when a problem was found; with --repair, 0 when every
-    problem found was mended.
+    Also names the files at risk: lost (no host holds them, nor this node's
+    cache) and held only by this node's cache, and lists the quarantine (bytes
+    found in the cache that were no cached file: never deleted but by
+    --repair --purge).  Exit status 1 when a problem was found or a file is
+    lost; with --repair, 0 when every problem found was mended.
     """
+    if purge and not repair:
+        raise BadInput("--purge deletes the quarantine: give it with --repair")
     cm = node.manager()
     at_open = cm.last_repair  # opening a node already mends the cache: count what it found
-    report = cm.check(repair=repair, hosts=ask_hosts, verify_hash=verify_hash)
+    report = cm.check(repair=repair, hosts=ask_hosts, verify_hash=verify_hash, purge=purge)
     local, copies = report.local, report.hosts
     figures: dict[str, Any] = {
         "leftover temporary files": local.removed_temps + at_open.removed_temps,
-        "files in the cache the catalog does not count": local.removed_strays + at_open.removed_strays,
+        "uncounted cache files counted again": len(local.adopted) + len(at_open.adopted),
+        "bytes in the cache that are no file, quarantined": len(local.quarantined) + len(at_open.quarantined),
         "cached files gone or of the wrong size": len(local.uncounted) + len(at_open.uncounted),
         "cached files with the wrong SHA-256": len(local.damaged),
         "usage total wrong": int(local.recounted or at_open.recounted),
+        "files lost (no host, not in this cache)": len(report.lost),
+        "files only in this cache (not yet on a host)": len(report.only_here),
+        "entries in the quarantine": len(report.quarantine),
     }
     problems = report.problems + at_open.problems
     if copies is not None:
@@ -710,11 +720,14 @@ def fsck(node: Node, repair: bool, ask_hosts: bool, verify_hash: bool, as_json: 
                         "host copies not checkable": copies.unchecked})
     if repair:
         figures["lost copies sent again"] = report.resent
+    if purge:
+        figures["quarantine entries deleted"] = report.purged
     if as_json:
         emit_json({"problems": problems, "mended_at_open": at_open.problems, "repaired": repair,
-                   "mended": report.mended,
-                   "figures": figures, "lost": copies.lost if copies else [],
-                   "unreachable": copies.unreachable if copies else []})
+                   "mended": report.mended, "figures": figures,
+                   "lost": copies.lost if copies else [], "unreachable": copies.unreachable if copies else [],
+                   "lost_files": report.lost, "only_here": report.only_here,
+                   "quarantine": [{"path": str(path), "size": size} for path, size in report.quarantine]})
     else:
         out = table("check", "found")
         for what, count in figures.items():
@@ -722,11 +735,18 @@ def fsck(node: Node, repair: bool, ask_hosts: bool, verify_hash: bool, as_json: 
         console().print(out)
         for digest, host, why in copies.lost if copies else []:
             click.echo(f"lost: {digest} on {host}: {why}")
+        for digest in report.lost:
+            click.echo(f"lost file: {digest} (no host holds it, nor this cache)")
+        for digest in report.only_here:
+            click.echo(f"only in this cache: {digest} (cm sync sends it)")
+        for path, size in report.quarantine:
+            click.echo(f"quarantined: {path} ({config.human_size(size)}; "
+                       "cm fsck --repair --purge deletes it)")
         if at_open.problems:
             click.echo(f"{at_open.problems} of them mended when the node was opened")
         verdict = "mended" if repair and report.mended else "found"
         click.echo(f"{problems} problem(s) {verdict}" if problems else "no problem found")
-    if problems and not (repair and report.mended):
+    if (problems and not (repair and report.mended)) or report.lost:
         sys.exit(FAILED)
 
 

@@ -62,3 +62,8 @@ class HashMismatch(CloudManagerError, ValueError):
 
 class CacheFull(CloudManagerError):
     """A file that cannot fit the cache, even after evicting every evictable file."""
+
+
+class CacheOwned(CloudManagerError):
+    """A cache folder that belongs to another node or catalog, or a catalog that keeps
+    another cache folder: opening it would make one node drop the other's files."""

@@ -128,14 +128,21 @@ def relocate(cm: CloudManager, target: Path,
         if set(report.failed) & pending:
             shutil.rmtree(target, ignore_errors=True)
             return report  # a file held by no host could not be moved: nothing switched
+        # Ownership moves with the files: the new folder is marked first, and the
+        # old one unmarked before the switch, so that whichever folder the
+        # configuration names after a crash, the catalog lets it in.
+        new.write_owner(cm.owner)
+        cm.cache.disown()
         try:
             if on_switch is not None:
                 on_switch(target)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
+            cm.cache.write_owner(cm.owner)
             raise
+        cm.catalog.set_cache_owner(str(target))
         cm.catalog.uncache(report.failed)
-        cm.cache = Cache(target, cm.cache.lock)
+        cm.cache = Cache(target, cm.cache.lock, cm.cache.quarantine_dir)
         report.switched = True
     shutil.rmtree(old_root, ignore_errors=True)
     return report

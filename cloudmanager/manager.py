@@ -22,11 +22,28 @@ from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
 from . import maintenance, payload, spreading
-from .cache import Cache, TempFile
-from .catalog import Listed, cache_lock_path, node_id, open_catalog
+from .cache import Cache, Owner, TempFile
+from .catalog import (
+    Listed,
+    cache_lock_path,
+    catalog_identity,
+    is_server_url,
+    node_id,
+    open_catalog,
+    quarantine_path,
+)
 from .crypto import Key
 from .erasure import Spread
-from .errors import CacheFull, HashMismatch, HostError, InvalidDump, InvalidHash, ObjectMissing, Unavailable
+from .errors import (
+    CacheFull,
+    CacheOwned,
+    HashMismatch,
+    HostError,
+    InvalidDump,
+    InvalidHash,
+    ObjectMissing,
+    Unavailable,
+)
 from .hosts import Deleter, Host, make_hosts
 from .hosts.base import describe
 from .hosts.encrypted import EncryptedHost, encrypting
@@ -54,27 +71,54 @@ class LoadReport:
 
 @dataclass
 class RepairReport:
-    """What the consistency check between catalog and cache found and mended."""
+    """What the consistency check between catalog and cache found and mended.
+
+    Nothing found is deleted but abandoned temporary files: bytes the catalog
+    did not count are adopted when they are a known file's (its hash, its
+    size), and moved to the quarantine otherwise."""
 
     removed_temps: int = 0
-    removed_strays: int = 0  # files on disk the catalog did not count as cached
+    adopted: list[str] = field(default_factory=list)  # uncounted files that verified: counted again
+    quarantined: list[str] = field(default_factory=list)  # bytes that are no counted file: quarantined
     uncounted: list[str] = field(default_factory=list)  # rows whose cached file was gone or wrong
     recounted: bool = False  # the running totals were wrong and were reset
     evicted: int = 0  # evicted to fit a smaller capacity
     foreign: list[str] = field(default_factory=list)  # not ours, left alone
 
-    damaged: list[str] = field(default_factory=list)  # cached bytes whose SHA-256 is wrong
+    damaged: list[str] = field(default_factory=list)  # cached bytes whose SHA-256 is wrong (quarantined)
 
     @property
     def problems(self) -> int:
         """How many disagreements were found."""
-        return (self.removed_temps + self.removed_strays + len(self.uncounted) + len(self.damaged)
-                + int(self.recounted))
+        return (self.removed_temps + len(self.adopted) + len(self.quarantined) + len(self.uncounted)
+                + len(self.damaged) + int(self.recounted))
 
     @property
     def clean(self) -> bool:
         """True when nothing needed mending."""
         return self.problems == 0
+
+    def describe(self) -> str:
+        """What was found, in words, on one line ("" when nothing was)."""
+        def files(count: int) -> str:
+            return f"{count} file{'s' if count != 1 else ''}"
+
+        parts = []
+        if self.adopted:
+            parts.append(f"{files(len(self.adopted))} found in the cache and counted again")
+        if self.quarantined:
+            parts.append(f"{files(len(self.quarantined))} that are no cached file moved to the quarantine "
+                         "(cm fsck lists them)")
+        if self.uncounted:
+            parts.append(f"{files(len(self.uncounted))} gone from the cache or of the wrong size, "
+                         "to be fetched again")
+        if self.damaged:
+            parts.append(f"{files(len(self.damaged))} with the wrong SHA-256 moved to the quarantine")
+        if self.removed_temps:
+            parts.append(f"{files(self.removed_temps)} left half-written removed")
+        if self.recounted:
+            parts.append("the usage total recounted")
+        return "; ".join(parts)
 
 
 @dataclass
@@ -85,17 +129,25 @@ class CheckReport:
     hosts: maintenance.CopiesReport | None = None
     resent: int = 0  # lost copies sent again (with repair)
     repaired: bool = False
+    #: Known files no host holds and this node's cache does not hold: lost here.
+    lost: list[str] = field(default_factory=list)
+    #: Files only this node's cache holds (one failure from lost; `cm sync` sends them).
+    only_here: list[str] = field(default_factory=list)
+    #: What the quarantine holds: (path, bytes); ``purged`` entries were deleted.
+    quarantine: list[tuple[Path, int]] = field(default_factory=list)
+    purged: int = 0
 
     @property
     def problems(self) -> int:
-        """Disagreements found, in the cache and on the hosts."""
-        return self.local.problems + (len(self.hosts.lost) if self.hosts else 0)
+        """Disagreements found, in the cache and on the hosts, and files lost."""
+        return self.local.problems + (len(self.hosts.lost) if self.hosts else 0) + len(self.lost)
 
     @property
     def mended(self) -> bool:
-        """True when a repair mended every problem found (lost copies all sent again)."""
+        """True when a repair mended every problem found (lost copies all sent again,
+        and no file lost)."""
         lost = len(self.hosts.lost) if self.hosts else 0
-        return self.repaired and self.resent >= lost
+        return self.repaired and self.resent >= lost and not self.lost
 
 
 class CloudManager:
@@ -144,14 +196,44 @@ class CloudManager:
             self.hosts = [h if isinstance(h, EncryptedHost) else encrypting(h, key) for h in self.hosts]
         self._by_name = {host.name: host for host in self.hosts}
         self.catalog = open_catalog(database_path, node=node or node_id(storage_path))
+        #: The catalog and node this node's cache folder belongs to.
+        self.owner = Owner(catalog_identity(database_path), node or node_id(storage_path))
+        root = Path(storage_path).expanduser()
+        try:
+            self._claim(root, shared_catalog=is_server_url(database_path))
+        except BaseException:
+            self.catalog.close()
+            raise
         lock = FileLock(cache_lock_path(database_path, storage_path))
-        self.cache = Cache(Path(storage_path), lock)
+        self.cache = Cache(root, lock, quarantine_path(database_path, storage_path))
+        self.cache.write_owner(self.owner)
+        if self.catalog.cache_owner() != str(root.resolve()):
+            self.catalog.set_cache_owner(str(root.resolve()))
         self._pool: ThreadPoolExecutor | None = None
         self._background: ThreadPoolExecutor | None = None  # sends of accepted files
         self._pool_guard = threading.Lock()
         #: How fast each host moved bytes lately (ranks hosts for downloads and spreads).
         self.speeds = Speeds()
         self.last_repair = self.repair()
+
+    def _claim(self, root: Path, *, shared_catalog: bool) -> None:
+        """Refuse a cache folder that belongs to another node (or another SQLite
+        catalog), and a second cache folder for an SQLite catalog, which keeps the
+        state of one cache: either would make one node drop the other's files."""
+        mine = str(root.resolve())
+        marked = Cache.read_owner(root)
+        if marked is not None and (marked.node != self.owner.node if shared_catalog
+                                   else marked.catalog != self.owner.catalog):
+            raise CacheOwned(f"the cache {mine} belongs to node {marked.node!r} of the catalog "
+                             f"{marked.catalog}: give each node a cache folder of its own")
+        recorded = self.catalog.cache_owner()
+        if recorded is None or recorded == mine:
+            return
+        other = Cache.read_owner(Path(recorded))
+        if other is not None and other.catalog == self.owner.catalog:  # still that catalog's cache
+            raise CacheOwned(f"the catalog {self.owner.catalog} keeps the cache {recorded}, not {mine}: "
+                             "give this cache a catalog of its own ([catalog] path), or share a "
+                             "PostgreSQL catalog, where each node keeps a cache state of its own")
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -762,14 +844,17 @@ class CloudManager:
     def repair(self) -> RepairReport:
         """Make the catalog and the cache agree (run on open, safe at any time).
 
-        Removes temporary files left by dead writers and cached files the
-        catalog does not count; a row whose cached file is gone or has the
-        wrong size counts as not cached (warm_up fetches it again); the usage
-        total is reset if it drifted; files are evicted down to the capacity.
+        Removes temporary files left by dead writers; a file in the cache the
+        catalog does not count is counted again when it is a known file (its
+        name is its hash, its bytes hash to it), and moved to the quarantine
+        otherwise (never deleted: it may be the only copy of something); a row
+        whose cached file is gone or has the wrong size counts as not cached
+        (warm_up fetches it again); the usage total is reset if it drifted;
+        files are evicted down to the capacity.
         """
         report = self._audit(fix=True, verify=False)
         if not report.clean:
-            log.warning("catalog and cache disagreed and were mended: %s", report)
+            log.warning("the cache and the catalog disagreed, mended: %s", report.describe())
         return report
 
     def _audit(self, *, fix: bool, verify: bool) -> RepairReport:
@@ -782,14 +867,26 @@ class CloudManager:
             bad = [digest for digest, size in counted.items() if scan.files.get(digest) != size]
             if verify:
                 report.damaged = [d for d in counted if d not in bad and self._hash_of(d) != d]
-            strays = [d for d, size in scan.files.items() if counted.get(d) != size]
+            for digest, size in scan.files.items():
+                if counted.get(digest) == size:
+                    continue
+                entry = self.catalog.entry(digest)
+                if digest not in counted and entry is not None and entry.size == size \
+                        and self._hash_of(digest) == digest:
+                    report.adopted.append(digest)
+                else:
+                    report.quarantined.append(digest)
             report.removed_temps = len(scan.removed_temps)
-            report.removed_strays = len(scan.removed_strays) + len(strays)
+            report.quarantined += [str(path.relative_to(self.cache.root)) for path in scan.misplaced]
             report.foreign = [str(p) for p in scan.foreign]
             if fix:
                 self.catalog.uncache(bad + report.damaged)
-                for digest in strays + report.damaged:
-                    self.cache.remove(digest)
+                for digest in report.adopted:
+                    record = self.catalog.record(digest)
+                    if record is not None:  # counted as it is: eviction below makes room
+                        self.catalog.admit(record, capacity=max(self.capacity, 1 << 62))
+                for digest in [d for d in report.quarantined if is_sha256(d)] + report.damaged:
+                    self.cache.quarantine(self.cache.path(digest))
             report.uncounted = bad
             report.recounted = self.catalog.recount(fix=fix)
         if fix:
@@ -797,6 +894,25 @@ class CloudManager:
             self._remove_uncounted(victims)
             report.evicted = len(victims)
         return report
+
+    def quarantined(self) -> list[tuple[Path, int]]:
+        """What the cache's quarantine holds (bytes found in the cache that were no
+        counted file): (path, size), by name.  Emptied only by :meth:`purge_quarantine`."""
+        return self.cache.quarantined()
+
+    def purge_quarantine(self) -> int:
+        """Delete what the quarantine holds (``cm fsck --repair --purge``); returns how
+        many entries went."""
+        return self.cache.purge_quarantine()
+
+    def at_risk(self) -> tuple[list[str], list[str]]:
+        """(lost, only here): known files that no host holds and this node's cache does
+        not hold either, and files this node's cache alone holds (one failure from lost)."""
+        lost: list[str] = []
+        only_here: list[str] = []
+        for digest, cached in self.catalog.uncopied():
+            (only_here if cached else lost).append(digest)
+        return lost, only_here
 
     def _hash_of(self, digest: str) -> str | None:
         """The SHA-256 of the cached file's bytes (None when it cannot be read)."""
@@ -807,7 +923,7 @@ class CloudManager:
             return None
 
     def check(self, *, repair: bool = False, hosts: bool = False,
-              verify_hash: bool = False) -> CheckReport:
+              verify_hash: bool = False, purge: bool = False) -> CheckReport:
         """Check that the catalog tells the truth (``cm fsck``).
 
         Locally: every cached file known with the right size (and, with
@@ -816,7 +932,9 @@ class CloudManager:
         still holds each copy recorded for it (its size where it can tell;
         the bytes' hash with ``verify_hash``); a lost copy is recorded as an
         error for that host.  With ``repair``, what was found is mended: the
-        cache as :meth:`repair` does, lost copies sent again by :meth:`sync`.
+        cache as :meth:`repair` does, lost copies sent again by :meth:`sync`;
+        with ``purge`` too, the quarantine is emptied.  The report also names
+        the files at risk (see :meth:`at_risk`) and what the quarantine holds.
         """
         report = CheckReport(local=self._audit(fix=repair, verify=verify_hash))
         if hosts:
@@ -825,5 +943,8 @@ class CloudManager:
                 changes = self.sync(repair=True)
                 report.resent = sum(u.ok for uploads in changes.values() for u in uploads)
         report.repaired = repair
+        if repair and purge:
+            report.purged = self.purge_quarantine()
+        report.quarantine = self.quarantined()
+        report.lost, report.only_here = self.at_risk()
         return report
-

@@ -1,4 +1,4 @@
--- cloudmanager catalog schema (SQLite). Version 4: see PRAGMA user_version below.
+-- cloudmanager catalog schema (SQLite). Version 5: see PRAGMA user_version below.
 --
 -- Every file is known by its SHA-256.  `files` holds what a dump carries (name,
 -- size, time) and the local cache state; `uploads` holds, per host, the URL a
@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS state (
     cached_files INTEGER NOT NULL DEFAULT 0,
     clock        INTEGER NOT NULL DEFAULT 0, -- LRU clock: exact order within a tick
     seq          INTEGER NOT NULL DEFAULT 0, -- last change sequence number
-    bulk         INTEGER NOT NULL DEFAULT 0  -- 1 inside a bulk merge: it keeps copies and seq itself
+    bulk         INTEGER NOT NULL DEFAULT 0, -- 1 inside a bulk merge: it keeps copies and seq itself
+    cache        TEXT                        -- the cache folder whose state this catalog keeps (one per catalog)
 );
 INSERT OR IGNORE INTO state (id) VALUES (0);
 
@@ -183,4 +184,4 @@ BEGIN
      WHERE hash = OLD.hash;
 END;
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

@@ -623,7 +623,8 @@ def test_a_file_forgotten_by_one_node_leaves_the_others_at_their_next_open(
         a.close()
         b.close()
     with CloudManager(postgres_url, tmp_path / "cache-b", 1000, hosts=["memory://m"]) as b:
-        assert b.last_repair.removed_strays == 1 and not b.path(digest).exists()
+        assert b.last_repair.quarantined == [digest] and not b.path(digest).exists()
+        assert [path.read_bytes() for path, _ in b.quarantined()] == [b"shared bytes"]  # not deleted
 
 
 def test_a_node_on_postgres_mends_its_cache_at_open(

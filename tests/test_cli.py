@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from cloudmanager.cache import OWNER_FILE
 from cloudmanager.cli import main
 
 Run = Callable[..., Result]
@@ -202,7 +203,7 @@ def test_relocate_moves_the_cache_and_records_it(cm: Run, work: Path, tmp_path: 
     text = config.read_text()
     assert "# my settings" in text and str(tmp_path / "new") in text
     assert not (work / "old").exists()
-    assert len([p for p in (tmp_path / "new").rglob("*") if p.is_file()]) == 2
+    assert len([p for p in (tmp_path / "new").rglob("*") if p.is_file() and p.name != OWNER_FILE]) == 2
     rows = json.loads(cm("--config", str(config), "ls", "--cached", "--json").stdout)
     assert len(rows) == 2
     one_line_error(cm("--config", str(config), "relocate", str(tmp_path / "new" / "inner"), code=1),

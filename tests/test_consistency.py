@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloudmanager import CloudManager
+from cloudmanager.cache import OWNER_FILE
 from cloudmanager.catalog import SCHEMA_VERSION, Catalog, CatalogError
 from cloudmanager.hosts import MemoryHost
 from tests.conftest import Factory
@@ -22,10 +23,10 @@ def reopen(cm: CloudManager, capacity: int | None = None) -> CloudManager:
 
 
 def disk_bytes(cm: CloudManager) -> int:
-    return sum(p.stat().st_size for p in cm.cache.root.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in cm.cache.root.rglob("*") if p.is_file() and p.name != OWNER_FILE)
 
 
-def test_reopen_removes_leftovers_and_strays(node: Factory, write: Callable[..., Path]) -> None:
+def test_reopen_removes_leftovers_and_quarantines_strays(node: Factory, write: Callable[..., Path]) -> None:
     cm = node()
     digest = cm.upload(write("keep", b"keep me"))
     assert digest
@@ -38,9 +39,11 @@ def test_reopen_removes_leftovers_and_strays(node: Factory, write: Callable[...,
     cm = reopen(cm)
     try:
         report = cm.last_repair
-        assert report.removed_temps == 1 and report.removed_strays == 2
-        assert [p.name for p in cm.cache.root.rglob("*") if p.is_file()] == [digest]
+        assert report.removed_temps == 1 and sorted(report.quarantined) == ["ab/cd/junk", stray]
+        assert [p.name for p in cm.cache.root.rglob("*") if p.is_file() and p.name != OWNER_FILE] == [digest]
         assert cm.on_cache(digest)
+        kept = {path.name: path.read_bytes() for path, _ in cm.quarantined()}
+        assert kept == {"ab_cd_junk": b"misplaced", f"ff_ff_{stray}": b"unknown"}  # nothing deleted
     finally:
         cm.close()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cloudmanager import CloudManager
+from cloudmanager.cache import OWNER_FILE
 from tests.worker import current_cache
 
 ROOT = Path(__file__).parent.parent
@@ -41,7 +42,8 @@ def assert_consistent(tmp: Path, journals: list[Path], *, start: int = 0,
     with CloudManager(tmp / "catalog.sqlite3", current_cache(str(tmp / "cache")), CAPACITY,
                       hosts=[(tmp / "vault").as_uri()]) as cm:
         mended = cm.last_repair.problems
-        on_disk = {p.name: p.stat().st_size for p in cm.cache.root.rglob("*") if p.is_file()}
+        on_disk = {p.name: p.stat().st_size for p in cm.cache.root.rglob("*")
+                   if p.is_file() and p.name != OWNER_FILE}
         assert not [name for name in on_disk if name.startswith(".tmp-")]
         assert on_disk == cm.catalog.cached_sizes()
         used, count = cm.catalog.usage()
@@ -90,7 +92,8 @@ def test_threads_share_one_node(tmp_path: Path) -> None:
             thread.join()
         assert errors == []
         assert cm.catalog.count() == 200
-        on_disk = {p.name: p.stat().st_size for p in cm.cache.root.rglob("*") if p.is_file()}
+        on_disk = {p.name: p.stat().st_size for p in cm.cache.root.rglob("*")
+                   if p.is_file() and p.name != OWNER_FILE}
         assert on_disk == cm.catalog.cached_sizes()
         assert cm.catalog.usage() == (sum(on_disk.values()), len(on_disk))
 

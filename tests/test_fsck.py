@@ -41,8 +41,8 @@ def test_check_finds_without_changing_then_repair_mends(
         db.execute("UPDATE state SET cached_bytes = cached_bytes + 1")
     found = cm.check(verify_hash=True)
     local = found.local
-    assert (local.removed_temps, local.removed_strays, local.uncounted, local.damaged, local.recounted) == \
-        (1, 1, [other], [digest], True)
+    assert (local.removed_temps, local.quarantined, local.uncounted, local.damaged, local.recounted) == \
+        (1, ["e" * 64], [other], [digest], True)
     assert found.problems == 5 and not found.mended
     assert (cm.cache.root / ".tmp-0123456789abcdef").exists()  # nothing changed yet
     assert cm.on_cache(other)

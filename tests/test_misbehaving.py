@@ -34,6 +34,7 @@ from urllib.parse import quote
 import pytest
 
 from cloudmanager import CloudManager
+from cloudmanager.cache import OWNER_FILE
 from tests.servers.misbehaving import MisbehavingServer
 from tests.servers.sshd import SilentServer
 from tests.servers.webdav import WebdavServer
@@ -92,7 +93,7 @@ def _assert_consistent(cm: CloudManager, expected: dict[str, int], *folders: Pat
     root = cm.cache.root
     temps = sorted(p.name for p in root.iterdir() if p.name.startswith(".tmp-"))
     assert temps == [], f"temporary files left in the cache: {temps}"
-    on_disk = {p: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+    on_disk = {p: p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name != OWNER_FILE}
     assert sorted(on_disk) == sorted(cm.cache.path(d) for d in expected), "stray or missing cache files"
     assert all(on_disk[cm.cache.path(d)] == size for d, size in expected.items())
     assert cm.catalog.cached_sizes() == expected

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloudmanager import CloudManager
+from cloudmanager.cache import OWNER_FILE
 from cloudmanager.hosts import FolderHost, MemoryHost
 from tests.conftest import Factory
 from tests.hostkit import Recording
@@ -20,7 +21,7 @@ def sha(data: bytes) -> str:
 
 def cache_files(cm: CloudManager) -> dict[str, int]:
     root = cm.cache.root
-    return {p.name: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+    return {p.name: p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name != OWNER_FILE}
 
 
 def test_upload_returns_the_sha256_and_records_every_host(node: Factory, write: Callable[..., Path],

@@ -15,7 +15,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .base import Admission, CatalogBase, CatalogError, HostHealth, Listed, MergeResult
-from .location import cache_lock_path, is_server_url, node_id, redact
+from .location import cache_lock_path, catalog_identity, is_server_url, node_id, quarantine_path, redact
 from .sqlite import SCHEMA_VERSION, SQLiteCatalog, _statements, schema_text
 
 if TYPE_CHECKING:
@@ -36,9 +36,11 @@ __all__ = [
     "SQLiteCatalog",
     "_statements",
     "cache_lock_path",
+    "catalog_identity",
     "is_server_url",
     "node_id",
     "open_catalog",
+    "quarantine_path",
     "redact",
     "schema_text",
 ]

@@ -187,6 +187,17 @@ class CatalogBase(ABC):
         """Pin (never evict) or unpin a file on this node; False when the file is unknown."""
 
     @abstractmethod
+    def cache_owner(self) -> str | None:
+        """The cache folder whose state this catalog keeps, when it keeps one cache only
+        (SQLite: recorded by :meth:`set_cache_owner`); None when none is recorded, and
+        always None where every node keeps a cache state of its own (PostgreSQL)."""
+
+    @abstractmethod
+    def set_cache_owner(self, cache: str) -> None:
+        """Record ``cache`` (an absolute path) as the folder whose state this catalog
+        keeps (nothing to record where each node keeps its own state)."""
+
+    @abstractmethod
     def recount(self, fix: bool = True) -> bool:
         """Check this node's running totals against its rows (and set them, when ``fix``);
         True when they were wrong."""
@@ -305,6 +316,11 @@ class CatalogBase(ABC):
     def copies_older_than(self, host: str, before: int) -> list[tuple[str, str, int]]:
         """(hash, locator, copies of that file) for ``host``'s copies made before ``before``,
         oldest first."""
+
+    @abstractmethod
+    def uncopied(self) -> list[tuple[str, bool]]:
+        """Files no host holds (no whole copy, and fewer than K shares of a spread file),
+        in hash order, each with whether this node counts it as cached."""
 
     @abstractmethod
     def under_copies(self, copies: int) -> list[str]:

@@ -73,3 +73,19 @@ def cache_lock_path(database: str | os.PathLike[str], storage_path: str | os.Pat
         cache = Path(storage_path).expanduser().resolve()
         return cache.with_name(f"{cache.name}.lock")
     return Path(f"{os.fspath(database)}.lock")
+
+
+def quarantine_path(database: str | os.PathLike[str], storage_path: str | os.PathLike[str]) -> Path:
+    """Where a cache's suspicious bytes are kept until purged: beside an SQLite catalog
+    (``<catalog>.quarantine``), beside the cache directory (``<cache>.quarantine``)
+    for a server catalog."""
+    if is_server_url(database):
+        cache = Path(storage_path).expanduser().resolve()
+        return cache.with_name(f"{cache.name}.quarantine")
+    return Path(f"{os.fspath(database)}.quarantine")
+
+
+def catalog_identity(database: str | os.PathLike[str]) -> str:
+    """The catalog as a cache folder's owner marker names it: an SQLite file's
+    absolute path, a server URL without its secrets."""
+    return redact(database) if is_server_url(database) else str(Path(database).expanduser().resolve())

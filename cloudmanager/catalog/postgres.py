@@ -553,6 +553,13 @@ class PostgresCatalog(CatalogBase):
 
         return self._write(body, node=True)
 
+    def cache_owner(self) -> str | None:
+        """None: each node keeps a cache state of its own, under its node id."""
+        return None
+
+    def set_cache_owner(self, cache: str) -> None:
+        """Nothing to record: each node keeps a cache state of its own."""
+
     @_guarded
     def recount(self, fix: bool = True) -> bool:
         """Check this node's running totals against its rows (and set them, when ``fix``);
@@ -943,6 +950,16 @@ class PostgresCatalog(CatalogBase):
             """SELECT u.hash, u.url, f.copies FROM uploads u JOIN files f ON f.hash = u.hash
                 WHERE u.host = %s AND u.url IS NOT NULL AND u.time < %s ORDER BY u.time""",
             (host, before))]
+
+    @_guarded
+    def uncopied(self) -> list[tuple[str, bool]]:
+        """Files no host holds, in hash order, with whether this node caches them."""
+        cur = self._conn.cursor()
+        rows = cur.execute(
+            """SELECT f.hash, coalesce(c.cached, false) FROM files f
+                 LEFT JOIN cache c ON c.node = %s AND c.hash = f.hash
+                WHERE f.copies = 0 ORDER BY f.hash""", (self.node,))
+        return [(str(digest), bool(cached)) for digest, cached in rows]
 
     @_guarded
     def under_copies(self, copies: int) -> list[str]:

@@ -37,7 +37,7 @@ from .base import (
 )
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Connection settings, in one place: how long a writer waits for another
 #: before failing, and the pragmas every connection runs.
@@ -75,6 +75,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE files ADD COLUMN spread_n INTEGER",
         "@schema",
     ),
+    # 4 -> 5: the cache folder the catalog keeps the state of (a second one is refused).
+    4: ("ALTER TABLE state ADD COLUMN cache TEXT",),
 }
 
 
@@ -399,6 +401,16 @@ class SQLiteCatalog(CatalogBase):
         with self._write() as db:
             cur = db.execute("UPDATE files SET pinned = ? WHERE hash = ?", (int(pinned), digest))
             return cur.rowcount > 0
+
+    def cache_owner(self) -> str | None:
+        """The cache folder recorded as this catalog's (None: none yet)."""
+        row = self._db.execute("SELECT cache FROM state WHERE id = 0").fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def set_cache_owner(self, cache: str) -> None:
+        """Record ``cache`` as the folder whose state this catalog keeps."""
+        with self._write() as db:
+            db.execute("UPDATE state SET cache = ? WHERE id = 0", (cache,))
 
     def recount(self, fix: bool = True) -> bool:
         """Check the running totals against the rows (and set them, when ``fix``);
@@ -731,6 +743,11 @@ class SQLiteCatalog(CatalogBase):
             """SELECT u.hash, u.url, f.copies FROM uploads u JOIN files f ON f.hash = u.hash
                 WHERE u.host = ? AND u.url IS NOT NULL AND u.time < ? ORDER BY u.time""",
             (host, before))]
+
+    def uncopied(self) -> list[tuple[str, bool]]:
+        """Files no host holds, in hash order, with whether they are cached."""
+        rows = self._db.execute("SELECT hash, cached FROM files WHERE copies = 0 ORDER BY hash")
+        return [(str(digest), bool(cached)) for digest, cached in rows]
 
     def under_copies(self, copies: int) -> list[str]:
         """Files held by fewer than ``copies`` hosts."""
