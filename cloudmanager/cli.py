@@ -36,8 +36,9 @@ from . import __version__, config, payload, peersync
 from .crypto import Key
 from .erasure import Spread
 from .errors import CacheOwned, CloudManagerError, InvalidDump
-from .manager import CloudManager
+from .manager import CloudManager, UploadOutcome
 from .names import is_sha256
+from .records import Upload
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 #: Where `cm sync --from/--to` looks for the other node's token by default.
@@ -203,12 +204,16 @@ def progress_bar(total: int | None, enabled: bool, unit: str = "bytes") -> Itera
 def upload(node: Node, files: tuple[Path, ...], spread: str | None, as_json: bool) -> None:
     """Keep FILES: cache them and send them to every active host.
 
-    Prints one line per file: its hash, then ok or the error for each host.
+    Prints one line per file: its hash, then ok or the error for each host.  A
+    file already kept is sent again to the active hosts that failed it.  Exit
+    status 1 when a file reached no host (it stays in the cache, and `cm sync`
+    sends it later) or could be kept nowhere.
     """
     cm = node.manager()
+    policy = None
     if spread is not None:
         try:
-            cm.spread = Spread.parse(spread)
+            policy = Spread.parse(spread)
         except ValueError as exc:
             raise BadInput(f"--spread: {exc}") from None
     if node.config.encrypts and cm.key is None:
@@ -221,33 +226,38 @@ def upload(node: Node, files: tuple[Path, ...], spread: str | None, as_json: boo
         if path.is_dir():
             raise BadInput(f"{path}: is a directory")
         sizes[path] = path.stat().st_size
-    results, status = [], OK
     big = sum(sizes.values()) > 64 * 2**20 or len(files) > 20
     with progress_bar(sum(sizes.values()), big and not as_json) as advance:
-        digests = cm.upload_many(files, progress=advance)
-    for path, digest in zip(files, digests, strict=True):
-        record = cm.info(digest) if digest else None
-        results.append({"file": str(path), "hash": digest or None,
-                        "uploads": record["uploads"] if record else [],
-                        "shares": record.get("shares") if record else None})
-        if not digest:
-            status = FAILED
+        outcomes = cm.upload_files(files, progress=advance, spread=policy)
     if as_json:
-        emit_json(results)
+        records = [payload.to_dict(o.record) if o.record else None for o in outcomes]
+        emit_json([{"file": str(o.path), "hash": o.hash, "held": o.held,
+                    "uploads": record["uploads"] if record else [],
+                    "shares": record.get("shares") if record else None,
+                    "results": [{"host": u.host, "ok": u.ok, "error": u.error} for u in o.results]}
+                   for o, record in zip(outcomes, records, strict=True)])
     else:
-        health = cm.catalog.host_health(h.name for h in cm.hosts)
-        for item in results:
-            entries = item["uploads"] + (item["shares"]["items"] if item["shares"] else [])
-            states = "  ".join(_state(u, health[u["host_name"]].last_error if u["host_name"] in health
-                                      else None) for u in entries)
-            click.echo(f"{item['hash'] or 'NOT KEPT'}  {item['file']}  {states}")
-    if status:
+        for outcome in outcomes:
+            click.echo(f"{outcome.hash or 'NOT KEPT'}  {outcome.path}  {_states(outcome)}")
+    unsent = [o for o in outcomes if o.hash is not None and not o.held]
+    for outcome in unsent:
+        reasons = "; ".join(f"{u.host}: {u.error}" for u in outcome.results if not u.ok) or "no active host"
+        click.echo(f"cm: {outcome.path} reached no host, kept in the cache (cm sync sends it): {reasons}",
+                   err=True)
+    if any(o.hash is None for o in outcomes):
         raise Failure("some files could be kept nowhere (no host took them and the cache is full)")
+    if unsent:
+        sys.exit(FAILED)
 
 
-def _state(upload: dict[str, Any], last_error: str | None) -> str:
-    name = upload["host_name"] + (f" (share {upload['index']})" if "index" in upload else "")
-    return f"{name}: ok" if "url" in upload else f"{name}: error ({last_error or 'failed'})"
+def _states(outcome: UploadOutcome) -> str:
+    """Each host's state of an uploaded file: this upload's answer, else the recorded one."""
+    answered = {u.host: u for u in outcome.results}
+    record = outcome.record
+    recorded = [] if record is None else [*record.uploads, *(
+        Upload(f"{s.host} (share {s.index})", s.url, s.error) for s in record.shares)]
+    entries = [answered.pop(u.host, u) for u in recorded] + list(answered.values())
+    return "  ".join(f"{u.host}: ok" if u.ok else f"{u.host}: error ({u.error or 'failed'})" for u in entries)
 
 
 @main.command()

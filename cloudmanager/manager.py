@@ -69,6 +69,30 @@ class LoadReport:
     last_seq: int = 0
 
 
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What uploading one file did."""
+
+    path: Path
+    #: The file's SHA-256, or None when it could be kept nowhere.
+    hash: str | None
+    #: Each host's answer to this upload ("HOST (share I)" for a share); empty when
+    #: the file was known and no host needed it again.
+    results: tuple[Upload, ...]
+    #: The file's record afterwards: every host's copy or error (None: not kept).
+    record: FileRecord | None
+
+    @property
+    def held(self) -> bool:
+        """True when some host holds the file (a whole copy, or K shares)."""
+        record = self.record
+        if record is None:
+            return False
+        if any(u.ok for u in record.uploads):
+            return True
+        return record.spread is not None and sum(s.ok for s in record.shares) >= record.spread[0]
+
+
 @dataclass
 class RepairReport:
     """What the consistency check between catalog and cache found and mended.
@@ -107,8 +131,8 @@ class RepairReport:
         if self.adopted:
             parts.append(f"{files(len(self.adopted))} found in the cache and counted again")
         if self.quarantined:
-            parts.append(f"{files(len(self.quarantined))} that are no cached file moved to the quarantine "
-                         "(cm fsck lists them)")
+            parts.append(f"{files(len(self.quarantined))} unknown moved to the quarantine "
+                         "(cm fsck lists it)")
         if self.uncounted:
             parts.append(f"{files(len(self.uncounted))} gone from the cache or of the wrong size, "
                          "to be fetched again")
@@ -292,21 +316,29 @@ class CloudManager:
     def upload(self, path: str | os.PathLike[str],
                progress: Callable[[int], object] | None = None, *,
                spread: Spread | str | None = None) -> str | Literal[False]:
-        """Keep a file: cache it and send it to every host, in parallel.
+        """Keep a file: cache it and send it to every active host, in parallel.
 
         Returns its SHA-256, or False when it could be kept nowhere (no host
         took it and it does not fit the cache).  The file is read once: hashed
-        while copied into the cache.  Content already known is not sent again.
-        A file no host took stays in the cache, is never evicted, and
-        :meth:`sync` sends it later.  Raises FileNotFoundError or
-        IsADirectoryError for a bad path, recording nothing.  ``progress`` is
-        called with the number of bytes of each chunk read.
+        while copied into the cache.  Content already known is not sent again,
+        but the active hosts that failed it are tried again.  A file no host
+        took stays in the cache, is never evicted, and :meth:`sync` sends it
+        later.  Raises FileNotFoundError or IsADirectoryError for a bad path,
+        recording nothing.  ``progress`` is called with the number of bytes of
+        each chunk read.  :meth:`upload_file` tells what each host answered.
 
         ``spread`` (default: the node's policy) cuts the file into N
         erasure-coded shares on N different hosts, any K of which rebuild it,
         instead of a whole copy on every host; ValueError when there are fewer
         than N active hosts.
         """
+        return self.upload_file(path, progress, spread=spread).hash or False
+
+    def upload_file(self, path: str | os.PathLike[str],
+                    progress: Callable[[int], object] | None = None, *,
+                    spread: Spread | str | None = None) -> UploadOutcome:
+        """:meth:`upload`, telling what happened: each host's answer to this call, and
+        the file's record afterwards (None when it could be kept nowhere)."""
         policy = Spread.parse(spread) if isinstance(spread, str) else spread or self.spread
         if policy is not None:
             spreading.preflight(self, policy)  # enough hosts, the key? (before anything is kept)
@@ -317,8 +349,7 @@ class CloudManager:
         with open(source, "rb") as handle:
             if info.st_size > self.capacity:
                 digest, size = copy_hashing(handle, progress=progress)
-                record = self._new_record(source, digest, size)
-                return self._keep_uncached(record, source, policy)
+                return self._keep_uncached(self._new_record(source, digest, size), source, policy)
             with self.cache.temp() as temp:
                 try:
                     digest, size = copy_hashing(handle, temp.file, progress)
@@ -333,26 +364,50 @@ class CloudManager:
                 entry = self.catalog.entry(digest)
                 if entry is not None and entry.cached:
                     self.catalog.touch(digest)
-                    return digest
+                    return self._complete(source, digest)
                 placed = self._place(temp, record)
-        if entry is not None:  # known content: nothing is sent again
-            return digest
+        if entry is not None:  # known content: only the hosts that failed it are tried
+            return self._complete(source, digest)
         if not placed:
             return self._keep_uncached(record, source, policy)
         try:
             with self.cache.hold(digest) as copy:  # readable even if evicted meanwhile
-                self._distribute(record, copy, policy)
+                results = self._distribute(record, copy, policy)
         except FileNotFoundError:  # evicted already: so some host holds it (sync sent it)
-            self._distribute(record, source, policy)
-        return digest
+            results = self._distribute(record, source, policy)
+        return self._outcome(source, digest, results)
 
-    def _distribute(self, record: FileRecord, source: Path, spread: Spread | None) -> bool:
-        """Send a new file to the hosts: whole copies, or spread shares; True when
-        it can be brought back from them (a copy, or K shares)."""
+    def _outcome(self, source: Path, digest: str | None, results: Sequence[Upload]) -> UploadOutcome:
+        record = self.catalog.record(digest) if digest is not None else None
+        return UploadOutcome(source, digest if record is not None else None, tuple(results), record)
+
+    def _complete(self, source: Path, digest: str) -> UploadOutcome:
+        """Send a known file to the active hosts that failed it (an error recorded, or
+        no entry while no host holds it, as :meth:`sync` does), from the cache when
+        it is there, else from ``source`` (just hashed)."""
+        record = self.catalog.record(digest)
+        if record is None or record.spread is not None:  # spread shares: `sync` rebuilds them
+            return self._outcome(source, digest, [])
+        holding = {u.host for u in record.uploads if u.ok}
+        tried = {u.host for u in record.uploads}
+        hosts = [h for h in self.active_hosts
+                 if h.name in tried - holding or (not holding and h.name not in tried)]
+        if not hosts:
+            return self._outcome(source, digest, [])
+        try:
+            with self.cache.hold(digest) as copy:
+                results = self._send(record, copy, hosts)
+        except FileNotFoundError:  # not cached: the file just hashed
+            results = self._send(record, source, hosts)
+        return self._outcome(source, digest, results)
+
+    def _distribute(self, record: FileRecord, source: Path, spread: Spread | None) -> list[Upload]:
+        """Send a new file to the hosts: whole copies, or spread shares (shown as
+        "HOST (share I)"); each host's result."""
         if spread is None:
-            return any(u.ok for u in self._send(record, source, self.active_hosts))
-        shares = spreading.send(self, record, source, spread)
-        return sum(share.ok for share in shares) >= spread.k
+            return self._send(record, source, self.active_hosts)
+        return [Upload(f"{s.host} (share {s.index})", s.url, s.error)
+                for s in spreading.send(self, record, source, spread)]
 
     def upload_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int = 8,
                     progress: Callable[[int], object] | None = None) -> list[str | Literal[False]]:
@@ -362,14 +417,27 @@ class CloudManager:
         round trips overlap.  The first bad path (missing, a directory) raises
         as :meth:`upload` does, before anything is uploaded.
         """
+        return [outcome.hash or False for outcome in self.upload_files(paths, workers=workers,
+                                                                        progress=progress)]
+
+    def upload_files(self, paths: Iterable[str | os.PathLike[str]], *, workers: int = 8,
+                     progress: Callable[[int], object] | None = None,
+                     spread: Spread | str | None = None) -> list[UploadOutcome]:
+        """:meth:`upload_file` each of ``paths``, ``workers`` at a time; outcomes in order
+        (see :meth:`upload_many`)."""
         sources = [Path(p) for p in paths]
         for source in sources:
             if stat.S_ISDIR(os.stat(source).st_mode):
                 raise IsADirectoryError(21, "Is a directory", str(source))
+        policy = Spread.parse(spread) if isinstance(spread, str) else spread
+
+        def one(source: Path) -> UploadOutcome:
+            return self.upload_file(source, progress, spread=policy)
+
         if workers <= 1 or len(sources) <= 1:
-            return [self.upload(source, progress) for source in sources]
+            return [one(source) for source in sources]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudmanager-upload") as pool:
-            return list(pool.map(lambda source: self.upload(source, progress), sources))
+            return list(pool.map(one, sources))
 
     def accept(self, source: BinaryIO, name: str, digest: str) -> str:
         """Keep the bytes read from ``source`` (to its end) as the file ``digest``.
@@ -450,22 +518,23 @@ class CloudManager:
         return FileRecord(digest, name, size, int(time.time()))
 
     def _keep_uncached(self, record: FileRecord, source: Path,
-                       spread: Spread | None = None) -> str | Literal[False]:
+                       spread: Spread | None = None) -> UploadOutcome:
         """Send a file that is not cached; record it only if the hosts took it."""
         if self.catalog.exists(record.hash):
-            return record.hash
+            return self._complete(source, record.hash)
         if spread is not None:  # the shares are recorded on a row that says "not cached"
             self.catalog.add(record)
-            if self._distribute(record, source, spread):
-                return record.hash
+            results = self._distribute(record, source, spread)
+            if sum(u.ok for u in results) >= spread.k:
+                return self._outcome(source, record.hash, results)
             self.catalog.forget(record.hash)
-            return False
+            return UploadOutcome(source, None, tuple(results), None)
         results = self._send(record, source, self.active_hosts, record_each=False)
         if not any(result.ok for result in results):
-            return False
+            return UploadOutcome(source, None, tuple(results), None)
         self.catalog.add(FileRecord(record.hash, record.name, record.size, record.datetime,
                                     tuple(results)))
-        return record.hash
+        return self._outcome(source, record.hash, results)
 
     def _send(self, record: FileRecord, source: Path, hosts: Sequence[Host], *,
               record_each: bool = True) -> list[Upload]:
