@@ -940,8 +940,10 @@ class CloudManager:
                 if counted.get(digest) == size:
                     continue
                 entry = self.catalog.entry(digest)
-                if digest not in counted and entry is not None and entry.size == size \
-                        and self._hash_of(digest) == digest:
+                found = self._hash_of(digest)
+                if found is None and not self.cache.path(digest).exists():
+                    continue  # an evicted file whose bytes its evicter removed meanwhile
+                if digest not in counted and entry is not None and entry.size == size and found == digest:
                     report.adopted.append(digest)
                 else:
                     report.quarantined.append(digest)
@@ -955,7 +957,10 @@ class CloudManager:
                     if record is not None:  # counted as it is: eviction below makes room
                         self.catalog.admit(record, capacity=max(self.capacity, 1 << 62))
                 for digest in [d for d in report.quarantined if is_sha256(d)] + report.damaged:
-                    self.cache.quarantine(self.cache.path(digest))
+                    try:
+                        self.cache.quarantine(self.cache.path(digest))
+                    except FileNotFoundError:  # removed by the process that evicted it
+                        continue
             report.uncounted = bad
             report.recounted = self.catalog.recount(fix=fix)
         if fix:

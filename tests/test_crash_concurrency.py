@@ -127,21 +127,28 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, seed: int) -> N
     print(f"crash test seed {seed}, {CRASH_POINTS} kill points")
     journal = tmp_path / "journal"
     journal.touch()
-    mended = checked = 0
+    mended = checked = in_recovery = 0
+    recovering = Path(f"{journal}.recovering")
     for point in range(CRASH_POINTS):
-        proc = worker(tmp_path, point + 1, 10_000, journal, "relocate")
+        proc = worker(tmp_path, point + 1, 10_000, journal, "relocate", "damage")
         time.sleep(rng.uniform(0.15, 0.5))
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate()
         assert proc.returncode == -signal.SIGKILL, err.decode()
+        if recovering.exists():  # killed while adopting or quarantining
+            in_recovery += 1
+            recovering.unlink()
         last = point == CRASH_POINTS - 1
         # The files returned since the last kill, and a sample of older ones; all at the end.
         mended += assert_consistent(tmp_path, [journal], start=0 if last else checked, older=rng)
         checked = len(journal.read_text().split())
         if point % 100 == 99:
             print(f"  {point + 1} kill points: {checked} returned uploads retrieved, "
-                  f"{mended} disagreements mended at open", flush=True)
+                  f"{mended} disagreements mended at open, {in_recovery} kills during "
+                  "damage and recovery", flush=True)
     uploads = len(journal.read_text().split())
-    print(f"{CRASH_POINTS} kill points: {uploads} returned uploads all retrievable, "
-          f"{mended} disagreements mended by recovery at open, 0 left for check()")
+    print(f"{CRASH_POINTS} kill points ({in_recovery} during damage, adoption and quarantine): "
+          f"{uploads} returned uploads all retrievable, {mended} disagreements mended by recovery "
+          "at open, 0 left for check()")
+    assert in_recovery, "no kill landed during damage and recovery: kill at other moments"
     assert uploads, "the worker never got an upload done: kill later"

@@ -1,6 +1,6 @@
 """A child process that works a node hard: used by the crash and concurrency tests.
 
-    python -m tests.worker CATALOG CACHE CAPACITY HOST_DIR JOURNAL SEED OPS [relocate] [fleet]
+    python -m tests.worker CATALOG CACHE CAPACITY HOST_DIR JOURNAL SEED OPS [relocate] [fleet] [damage]
 
 Runs OPS random operations (upload, warm_up, exists, evict, data_load, sync,
 and with ``relocate`` moving the cache between CACHE-a and CACHE-b) on the
@@ -9,7 +9,12 @@ cache in use is the one named in the file CACHE.current, which relocation
 rewrites (atomically) before it removes the old cache, as ``cm relocate``
 rewrites the configuration.  With ``fleet`` (one node of several sharing a
 PostgreSQL catalog), half the warm-ups are of files any node uploaded that a
-host holds, found through the change sequence.
+host holds, found through the change sequence.  With ``damage`` (an SQLite
+catalog), some operations make a cached file the only copy (its host copy gone
+and recorded as lost), uncount it behind the manager's back, plant bytes that are
+no file in the cache, and run recovery: it must adopt the one and quarantine the
+others.  JOURNAL.recovering exists while such a step runs (the parent counts the
+kills that land there).
 
 After each upload returns, its hash is appended to JOURNAL and fsynced:
 the parent checks that every journaled file survives whatever happens next
@@ -23,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -69,10 +75,36 @@ def relocate(cm: CloudManager, cache: str) -> None:
         raise AssertionError(f"relocation failed: {report}")
 
 
+def damage_and_recover(cm: CloudManager, rng: random.Random, known: list[str], marker: Path) -> None:
+    """Make one cached file the only copy and uncount it, plant bytes that are no file,
+    and run recovery (which adopts the one and quarantines the others)."""
+    cached = [digest for digest in known if cm.on_cache(digest)]
+    # One file held only by the cache at a time: such files are never evicted, and
+    # more would fill the small cache until a warm-up cannot fit (not a loss).
+    pending = [digest for digest, in_cache in cm.catalog.uncopied() if in_cache]  # of every run
+    marker.touch()
+    if cached and not pending:
+        digest = rng.choice(cached)
+        host = cm.hosts[0]
+        cm.catalog.record_fetch(host.name, "removed by the crash test", digest=digest, lost=True)
+        for copy in Path(host.url().removeprefix("file://")).rglob(digest):
+            copy.unlink()
+        with sqlite3.connect(cm.catalog.path) as db:  # as a second cache's open once did
+            db.execute("UPDATE files SET cached = 0 WHERE hash = ?", (digest,))
+    planted = cm.cache.root / "00" / "00"
+    planted.mkdir(parents=True, exist_ok=True)
+    (planted / rng.randbytes(32).hex()).write_bytes(rng.randbytes(rng.randint(1, 4096)))
+    (planted / "misplaced").write_bytes(b"not a cache file")
+    cm.repair()
+    marker.unlink()
+
+
 def main(argv: list[str]) -> int:
     catalog, cache, capacity, host_dir, journal, seed, ops, *flags = argv
     moving = "relocate" in flags
     fleet = "fleet" in flags
+    damaging = "damage" in flags
+    recovering = Path(f"{journal}.recovering")
     rng = random.Random(int(seed))
     work = Path(journal).with_suffix(".files")
     work.mkdir(exist_ok=True)
@@ -81,7 +113,7 @@ def main(argv: list[str]) -> int:
             open(journal, "a") as log:
         for index in range(int(ops)):
             op = rng.choice(["upload"] * 4 + ["warm_up"] * 3 + ["exists", "evict", "load", "sync"]
-                            + ["relocate"] * moving)
+                            + ["relocate"] * moving + ["damage"] * damaging)
             if op == "upload" or not known:
                 data = content(int(seed), index)
                 path = work / f"file-{index}.bin"
@@ -108,6 +140,8 @@ def main(argv: list[str]) -> int:
                     return 1
             elif op == "relocate":
                 relocate(cm, cache)
+            elif op == "damage":
+                damage_and_recover(cm, rng, known, recovering)
             elif op == "evict":
                 cm.evict([rng.choice(known)])
             elif op == "load":
