@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..config import human_size
 from ..manager import CloudManager
+from ..numbers import when
 from . import auth, links
 from .settings import Settings
 
@@ -35,11 +36,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",  # the links carry their signature
     "Cache-Control": "no-store",
 }
-
-
-def when(timestamp: int | None) -> str:
-    """A Unix time as people read it (UTC), or "-"."""
-    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M", time.gmtime(timestamp))
 
 
 @dataclass(frozen=True)
