@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import CloudManagerError
+from .numbers import MAX_INT
 
 if TYPE_CHECKING:
     from .manager import CloudManager
@@ -62,6 +63,22 @@ def _number(answer: dict[str, Any], key: str) -> int:
     return value
 
 
+def _check_cursor(since: int, cursor: object, records: bool, more: bool) -> None:
+    """Raise PeerError unless ``cursor`` is a change number a catalog holds, beyond
+    ``since`` when the page carries ``records`` or says ``more`` remain (else a peer could
+    keep a pull asking for the same page forever); a last, empty page may stay where it was."""
+    if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= MAX_INT:
+        raise PeerError(f"the peer's change cursor is not a number from 0 to {MAX_INT}: "
+                        f"{str(cursor)[:40]!r}")
+    if cursor < since:
+        raise PeerError(f"the peer's change cursor went from {since} back to {cursor}: "
+                        "was its catalog replaced?")
+    if cursor == since and (records or more):
+        said = "has records" if records else "says more remain"
+        raise PeerError(f"the peer's change cursor stayed at {since} on a page that {said}: "
+                        "a pull would never end")
+
+
 def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE,
          progress: Callable[[int], object] | None = None) -> Exchange:
     """Merge the peer's changes since the last pull; ``key`` names the peer (its URL).
@@ -74,9 +91,7 @@ def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
     exchange = Exchange(key, "pull", cursor=since)
     while True:
         records, cursor, more = peer.catalog_page(since, page)
-        if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < since:
-            raise PeerError(f"the peer's change cursor went from {since} to {str(cursor)[:20]!r}: "
-                            "was its catalog replaced?")
+        _check_cursor(since, cursor, bool(records), more)
         report = manager.import_dump(records)
         exchange.records += len(records)
         exchange.added += report.added

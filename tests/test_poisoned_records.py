@@ -16,11 +16,14 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from cloudmanager import InvalidDump
+from cloudmanager import CloudManager, InvalidDump
 from cloudmanager.cli import main
+from cloudmanager.nodeclient import NodeClient
 from cloudmanager.numbers import when
+from cloudmanager.peersync import PeerError, pull
 from tests.conftest import Factory
 from tests.servers.node import NodeServer
+from tests.servers.peer import LyingPeer
 
 H = "a" * 64
 #: The last second of 9999-12-31 (UTC), the latest date a record may carry.
@@ -151,3 +154,80 @@ def test_the_page_shows_a_stored_date_out_of_range(node_servers: Callable[..., N
         page = browser.get("/")
     assert page.status_code == 200, page.text[:500]
     assert "poisoned.txt" in page.text and "invalid date" in page.text
+
+
+# -- catalog cursors -----------------------------------------------------------------------
+
+
+def page(records: list[dict[str, Any]], cursor: object, more: bool) -> dict[str, Any]:
+    """A catalog page as ``GET /catalog`` answers it."""
+    return {"version": "0.2", "records": records, "cursor": cursor, "more": more}
+
+
+#: Pages no pull may merge (``since`` in, the page out): a cursor that stays where it was
+#: while more is said to come, and cursors no catalog integer holds.
+BAD_PAGES: dict[str, Callable[[int], dict[str, Any]]] = {
+    "stuck": lambda since: page([record()], since, True),
+    "stuck-and-empty": lambda since: page([], since, True),
+    "beyond-64-bits": lambda since: page([record()], 10**30, False),
+    "one-past-the-largest": lambda since: page([record()], 2**63, False),
+}
+
+
+@pytest.fixture
+def puller(catalog_config: tuple[Path, str], tmp_path: Path) -> Iterator[CloudManager]:
+    """A node on each kind of catalog, to pull into."""
+    with CloudManager(catalog_config[1], tmp_path / "puller-cache", 1 << 20, hosts=[]) as manager:
+        yield manager
+
+
+@pytest.mark.parametrize("bad", BAD_PAGES)
+def test_a_pull_stops_at_a_cursor_that_does_not_advance_or_fit(puller: CloudManager, lying_peer: LyingPeer,
+                                                                bad: str) -> None:
+    first = record("b" * 64, name="first.txt")
+    lying_peer.answer = lambda since, limit: page([first], 5, True) if since == 0 else BAD_PAGES[bad](since)
+    with NodeClient(lying_peer.url, "t") as client, pytest.raises(PeerError, match="cursor"):
+        pull(puller, client, "liar")
+    assert lying_peer.asked == [0, 5]  # one bad page, and the pull stopped there
+    assert {r.hash for r in puller.catalog.records()} == {"b" * 64}  # nothing of the bad page
+    assert puller.catalog.peer_cursors("liar")[0] == 5  # where the last good page ended
+
+
+@pytest.mark.parametrize("cursor", [True, "7", 7.0, None, -1])
+def test_a_cursor_that_is_not_a_catalog_number_is_refused(node: Factory, cursor: object) -> None:
+    class Liar:
+        def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], object, bool]:
+            return [record()], cursor, False
+
+        def push_catalog(self, text: str) -> dict[str, Any]:
+            raise AssertionError("a pull pushes nothing")
+
+    cm = node()
+    with pytest.raises(PeerError, match="cursor"):
+        pull(cm, Liar(), "liar")  # type: ignore[arg-type]
+    assert cm.catalog.count() == 0 and cm.catalog.peer_cursors("liar") == (0, 0)
+
+
+def test_the_largest_cursor_is_accepted_and_an_empty_last_page_may_keep_it(puller: CloudManager,
+                                                                           lying_peer: LyingPeer) -> None:
+    largest = 2**63 - 1
+    lying_peer.answer = lambda since, limit: page([record()], largest, False)
+    with NodeClient(lying_peer.url, "t") as client:
+        assert pull(puller, client, "peer").added == 1
+        lying_peer.answer = lambda since, limit: page([], since, False)
+        assert pull(puller, client, "peer").records == 0
+    assert puller.catalog.peer_cursors("peer")[0] == largest
+
+
+@pytest.mark.parametrize("bad", ["stuck", "beyond-64-bits"])
+def test_cm_sync_from_a_lying_peer_is_one_line_and_exit_1(cli: Callable[..., Result],
+                                                          catalog_config: tuple[Path, str],
+                                                          lying_peer: LyingPeer, bad: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CM_PEER_TOKEN", "t")
+    lying_peer.answer = lambda since, limit: BAD_PAGES[bad](since)
+    conf, _ = catalog_config
+    result = cli("--config", str(conf), "sync", "--from", lying_peer.url, code=1)
+    one_line_error(result, "cursor")
+    assert len(lying_peer.asked) == 1
+    assert json.loads(cli("--config", str(conf), "ls", "--json").stdout) == []
