@@ -8,10 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
@@ -21,6 +24,7 @@ from cloudmanager.cli import main
 from cloudmanager.nodeclient import NodeClient
 from cloudmanager.numbers import when
 from cloudmanager.peersync import PeerError, pull
+from cloudmanager.server import links
 from tests.conftest import Factory
 from tests.servers.node import NodeServer
 from tests.servers.peer import LyingPeer
@@ -231,3 +235,76 @@ def test_cm_sync_from_a_lying_peer_is_one_line_and_exit_1(cli: Callable[..., Res
     one_line_error(result, "cursor")
     assert len(lying_peer.asked) == 1
     assert json.loads(cli("--config", str(conf), "ls", "--json").stdout) == []
+
+
+# -- numbers in requests -------------------------------------------------------------------
+
+#: Numbers that str.isdigit() or int() take and only ASCII digits are not.
+#: Superscript two, twelve in Arabic-Indic and in fullwidth digits, then what int() forgives.
+NOT_ASCII_NUMBERS = ["\u00b2", "\u0661\u0662", "\uff11\uff12", "1_0", "+1", " 1"]
+
+
+@pytest.mark.parametrize("key", ["since", "limit"])
+@pytest.mark.parametrize("number", NOT_ASCII_NUMBERS)
+def test_catalog_paging_takes_ascii_digits_only(node_server: NodeServer, key: str, number: str) -> None:
+    with node_server.http(node_server.token) as http:
+        answer = http.get("/catalog", params={key: number})
+    assert answer.status_code == 400, answer.text
+    said = answer.json()["error"]
+    assert f"{key} must be a whole number" in said and "ASCII digits" in said
+
+
+def test_catalog_paging_still_takes_its_numbers(node_server: NodeServer) -> None:
+    with node_server.http(node_server.token) as http:
+        last = http.get("/catalog", params={"since": str(2**63 - 1), "limit": "10000"})
+        assert last.status_code == 200 and last.json()["records"] == []
+        assert http.get("/catalog", params={"since": str(2**63)}).status_code == 400
+
+
+@pytest.fixture(scope="module")
+def served_file(node_server: NodeServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
+    """A file of 1000 bytes kept by the session's node: its hash and bytes."""
+    data = bytes(range(250)) * 4
+    path = tmp_path_factory.mktemp("served") / "ranged.bin"
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    with node_server.client() as client:
+        client.put(digest, path.name, path)
+    return digest, data
+
+
+@pytest.mark.parametrize("spec", ["bytes=1_0-", "bytes=+10-20", "bytes=0-1_0", "bytes=0-1, 5-+6",
+                                  b"bytes=\xb2-"], ids=repr)
+def test_a_range_takes_ascii_digits_only(node_server: NodeServer, served_file: tuple[str, bytes],
+                                         spec: str | bytes) -> None:
+    digest, _ = served_file
+    with node_server.http(node_server.token) as http:
+        answer = http.get(f"/objects/{digest}", headers={"Range": spec})
+    assert answer.status_code == 400, answer.text
+    assert "Range" in answer.json()["error"] and "ASCII digits" in answer.json()["error"]
+
+
+def test_ranges_in_ascii_digits_still_work(node_server: NodeServer, served_file: tuple[str, bytes]) -> None:
+    digest, data = served_file
+    with node_server.http(node_server.token) as http:
+        assert http.get(f"/objects/{digest}", headers={"Range": "bytes=10-19"}).content == data[10:20]
+        assert http.get(f"/objects/{digest}", headers={"Range": "bytes = 990 -"}).content == data[990:]
+        assert http.get(f"/objects/{digest}", headers={"Range": "bytes=-5"}).content == data[-5:]
+        both = http.get(f"/objects/{digest}", headers={"Range": "bytes=0-1, 5-6"})
+        assert both.status_code == 206 and data[5:7] in both.content
+
+
+def test_a_share_link_s_expiry_is_ascii_digits_only(node_server: NodeServer,
+                                                    served_file: tuple[str, bytes]) -> None:
+    digest, data = served_file
+    expires = int(time.time()) + 3600
+    url = links.make_link(node_server.base_url, node_server.secret, digest, expires)
+    assert httpx.get(url).content == data
+    arabic = "".join(chr(0x660 + int(d)) for d in str(expires))  # the same number in Arabic-Indic digits
+    assert httpx.get(url.replace(f"e={expires}", f"e={quote(arabic)}")).status_code == 403
+
+
+@pytest.mark.parametrize("text", ["\u0667d", "\uff17d", "\u00b2h"])
+def test_a_link_s_lifetime_is_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        links.parse_duration(text)
