@@ -10,6 +10,11 @@ pushed back to it (and pushed ones pulled back) on the next exchange.  The merge
 reports the numbers it gave, (first, last]; when all of this side's changes up
 to ``first`` had already reached the peer, the ones up to ``last`` came from the
 peer and need not go back: the cursor jumps over them.
+
+A peer is hostile input too: a page's cursor must fit the catalog's 64-bit
+integers and move past ``since`` (unless the page is an empty last one), and the
+numbers of a push's answer must fit as well; otherwise the exchange stops with
+a PeerError before anything of that page or answer is merged or remembered.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from .errors import CloudManagerError
 from .numbers import MAX_INT
@@ -56,9 +61,14 @@ class Exchange:
     cursor: int = 0  # the cursor remembered for next time
 
 
+def _fits(value: object) -> TypeGuard[int]:
+    """True when ``value`` is an integer (not a boolean) a catalog holds: 0 to MAX_INT."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT
+
+
 def _number(answer: dict[str, Any], key: str) -> int:
     value = answer.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not _fits(value):
         raise PeerError(f"the peer's answer has a bad {key!r}: {str(value)[:40]!r}")
     return value
 
@@ -67,7 +77,7 @@ def _check_cursor(since: int, cursor: object, records: bool, more: bool) -> None
     """Raise PeerError unless ``cursor`` is a change number a catalog holds, beyond
     ``since`` when the page carries ``records`` or says ``more`` remain (else a peer could
     keep a pull asking for the same page forever); a last, empty page may stay where it was."""
-    if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= MAX_INT:
+    if not _fits(cursor):
         raise PeerError(f"the peer's change cursor is not a number from 0 to {MAX_INT}: "
                         f"{str(cursor)[:40]!r}")
     if cursor < since:

@@ -23,7 +23,7 @@ from cloudmanager import CloudManager, InvalidDump
 from cloudmanager.cli import main
 from cloudmanager.nodeclient import NodeClient
 from cloudmanager.numbers import when
-from cloudmanager.peersync import PeerError, pull
+from cloudmanager.peersync import PeerError, pull, push
 from cloudmanager.server import links
 from tests.conftest import Factory
 from tests.servers.node import NodeServer
@@ -308,3 +308,18 @@ def test_a_share_link_s_expiry_is_ascii_digits_only(node_server: NodeServer,
 def test_a_link_s_lifetime_is_ascii_digits_only(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         links.parse_duration(text)
+
+
+@pytest.mark.parametrize("key", ["added", "first_seq", "last_seq"])
+def test_a_push_answer_with_a_number_beyond_64_bits_is_refused(node: Factory, write: Callable[..., Path],
+                                                               key: str) -> None:
+    cm = node()
+    assert cm.upload(write("pushed.txt", b"pushed"))
+
+    class Liar:
+        def push_catalog(self, text: str) -> dict[str, Any]:
+            return {"added": 1, "changed": 0, "rejected": 0, "first_seq": 0, "last_seq": 1, key: 10**30}
+
+    with pytest.raises(PeerError, match=f"bad {key!r}"):
+        push(cm, Liar(), "liar")  # type: ignore[arg-type]
+    assert cm.catalog.peer_cursors("liar") == (0, 0)  # nothing counted as pushed
