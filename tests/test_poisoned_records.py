@@ -107,7 +107,7 @@ def test_any_stored_date_is_shown(stored: int | None, shown: str) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def catalog_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def catalog_config(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
     """A configuration (and its catalog's address) on each kind of catalog: SQLite and PostgreSQL."""
     if request.param == "sqlite":
         database = str(tmp_path / "catalog.sqlite3")
@@ -118,7 +118,7 @@ def catalog_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
     conf = tmp_path / "node.toml"
     conf.write_text(f'{table}[cache]\npath = "{tmp_path / "cache"}"\n'
                     f'[[hosts]]\nurl = "{(tmp_path / "vault").as_uri()}"\n')
-    yield conf, database
+    return conf, database
 
 
 def store_date(database: str, date: int) -> None:
