@@ -38,6 +38,7 @@ from .erasure import Spread
 from .errors import CacheOwned, CloudManagerError, InvalidDump
 from .manager import CloudManager, UploadOutcome
 from .names import is_sha256
+from .numbers import when
 from .records import Upload
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
@@ -136,11 +137,6 @@ def table(*columns: str) -> Table:
     """A table that stays plain when piped."""
     boxed = sys.stdout.isatty()
     return Table(*columns, box=None if not boxed else Table().box, show_edge=boxed, pad_edge=False)
-
-
-def when(timestamp: int | None) -> str:
-    """A Unix time as people read it (UTC)."""
-    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M", time.gmtime(timestamp))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")

@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import InvalidDump
 from .names import clean_name, is_sha256
+from .numbers import DATE_RANGE, MAX_INT, is_date
 from .records import FileRecord, Share, Upload
 
 FORMAT_VERSION = "0.2"
@@ -42,7 +43,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_HOST_NAME = 128
 _MAX_URL = 4096
 _MAX_ERROR = 1024
-_MAX_INT = 2**63 - 1
 _MAX_SHARES = 256
 
 
@@ -77,8 +77,21 @@ def _integer(record: dict[str, Any], key: str) -> int:
         value = int(value)
     if not isinstance(value, int):
         raise _Bad(key, "must be a non-negative integer or a string of digits")
-    if not 0 <= value <= _MAX_INT:
+    if not 0 <= value <= MAX_INT:
         raise _Bad(key, "out of range")
+    return value
+
+
+def _date(record: dict[str, Any]) -> int:
+    """The record's date: a Unix time a calendar shows (a larger one passes as a number,
+    then breaks every display of every node it spreads to)."""
+    try:
+        value = _integer(record, "datetime")
+    except _Bad:
+        value = None
+    if not is_date(value):
+        raise _Bad("datetime", DATE_RANGE)
+    assert isinstance(value, int)
     return value
 
 
@@ -175,7 +188,7 @@ def _record(raw: object) -> FileRecord:
         hash=digest,
         name=name,
         size=_integer(raw, "filesize"),
-        datetime=_integer(raw, "datetime"),
+        datetime=_date(raw),
         uploads=tuple(_upload(entry, i) for i, entry in enumerate(uploads)),
         spread=spread,
         shares=shares,

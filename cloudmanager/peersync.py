@@ -10,6 +10,11 @@ pushed back to it (and pushed ones pulled back) on the next exchange.  The merge
 reports the numbers it gave, (first, last]; when all of this side's changes up
 to ``first`` had already reached the peer, the ones up to ``last`` came from the
 peer and need not go back: the cursor jumps over them.
+
+A peer is hostile input too: a page's cursor must fit the catalog's 64-bit
+integers and move past ``since`` (unless the page is an empty last one), and the
+numbers of a push's answer must fit as well; otherwise the exchange stops with
+a PeerError before anything of that page or answer is merged or remembered.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from .errors import CloudManagerError
+from .numbers import MAX_INT
 
 if TYPE_CHECKING:
     from .manager import CloudManager
@@ -55,11 +61,32 @@ class Exchange:
     cursor: int = 0  # the cursor remembered for next time
 
 
+def _fits(value: object) -> TypeGuard[int]:
+    """True when ``value`` is an integer (not a boolean) a catalog holds: 0 to MAX_INT."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT
+
+
 def _number(answer: dict[str, Any], key: str) -> int:
     value = answer.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not _fits(value):
         raise PeerError(f"the peer's answer has a bad {key!r}: {str(value)[:40]!r}")
     return value
+
+
+def _check_cursor(since: int, cursor: object, records: bool, more: bool) -> None:
+    """Raise PeerError unless ``cursor`` is a change number a catalog holds, beyond
+    ``since`` when the page carries ``records`` or says ``more`` remain (else a peer could
+    keep a pull asking for the same page forever); a last, empty page may stay where it was."""
+    if not _fits(cursor):
+        raise PeerError(f"the peer's change cursor is not a number from 0 to {MAX_INT}: "
+                        f"{str(cursor)[:40]!r}")
+    if cursor < since:
+        raise PeerError(f"the peer's change cursor went from {since} back to {cursor}: "
+                        "was its catalog replaced?")
+    if cursor == since and (records or more):
+        said = "has records" if records else "says more remain"
+        raise PeerError(f"the peer's change cursor stayed at {since} on a page that {said}: "
+                        "a pull would never end")
 
 
 def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE,
@@ -74,9 +101,7 @@ def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
     exchange = Exchange(key, "pull", cursor=since)
     while True:
         records, cursor, more = peer.catalog_page(since, page)
-        if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < since:
-            raise PeerError(f"the peer's change cursor went from {since} to {str(cursor)[:20]!r}: "
-                            "was its catalog replaced?")
+        _check_cursor(since, cursor, bool(records), more)
         report = manager.import_dump(records)
         exchange.records += len(records)
         exchange.added += report.added

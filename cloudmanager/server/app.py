@@ -53,7 +53,7 @@ from .. import payload
 from ..errors import CacheFull, HashMismatch, InvalidDump, Unavailable
 from ..manager import CloudManager
 from ..names import is_sha256
-from . import auth, links
+from . import auth, links, parsing
 from .page import Page
 from .settings import Settings
 from .streaming import BodyTooLarge, ClientGone, feed
@@ -140,7 +140,8 @@ class NodeApp:
             raise HTTPException(400, f"not a SHA-256 (64 lowercase hex digits): {digest[:80]!r}")
         return digest
 
-    async def _send_file(self, digest: str, *, filename: str | None) -> Response:
+    async def _send_file(self, request: Request, digest: str, *, filename: str | None) -> Response:
+        parsing.check_range(request)  # before anything is fetched
         stack = ExitStack()
         try:
             path = await anyio.to_thread.run_sync(_hold, self.manager, digest, stack)
@@ -171,7 +172,7 @@ class NodeApp:
                 return Response(status_code=404)
             return Response(headers={"Content-Length": str(record["filesize"]), "Accept-Ranges": "bytes",
                                      "Content-Type": "application/octet-stream"})
-        return await self._send_file(digest, filename=None)
+        return await self._send_file(request, digest, filename=None)
 
     async def put_object(self, request: Request) -> Response:
         """Keep the body as the file ``digest`` when its SHA-256 is that."""
@@ -179,8 +180,8 @@ class NodeApp:
         digest = self._digest(request)
         name = request.query_params.get("name") or digest
         capacity = self.manager.capacity
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > capacity:
+        length = parsing.content_length(request)
+        if length is not None and length > capacity:
             return error(507, f"{length} bytes are more than this node's cache holds ({capacity})")
         known = await anyio.to_thread.run_sync(self.manager.exists, digest)
         try:
@@ -209,15 +210,10 @@ class NodeApp:
     async def get_catalog(self, request: Request) -> Response:
         """A page of the records changed after ``since``."""
         self._require(request)
-        numbers = {}
-        for key, default, low, high in (("since", 0, 0, None), ("limit", PAGE_DEFAULT, 1, PAGE_MAX)):
-            text = request.query_params.get(key, str(default))
-            if not text.isdigit() or len(text) > 18 or int(text) < low or (high and int(text) > high):
-                bounds = f"from {low} to {high}" if high else f"{low} or more"
-                return error(400, f"{key} must be a whole number {bounds}, not {text[:40]!r}")
-            numbers[key] = int(text)
-        records, cursor, more = await anyio.to_thread.run_sync(
-            self.manager.changes, numbers["since"], numbers["limit"])
+        query = request.query_params
+        since = parsing.number(query.get("since", "0"), "since")
+        limit = parsing.number(query.get("limit", str(PAGE_DEFAULT)), "limit", low=1, high=PAGE_MAX)
+        records, cursor, more = await anyio.to_thread.run_sync(self.manager.changes, since, limit)
         return JSONResponse({"version": payload.FORMAT_VERSION, "records": records, "cursor": cursor,
                              "more": more})
 
@@ -226,8 +222,8 @@ class NodeApp:
         self._require(request)
         limit = payload.MAX_DUMP_BYTES
         too_large = error(413, f"a dump sent at once is at most {limit >> 20} MiB: send it in parts")
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
+        length = parsing.content_length(request)
+        if length is not None and length > limit:
             return too_large
         body = bytearray()
         async for chunk in request.stream():
@@ -256,7 +252,7 @@ class NodeApp:
         record = await anyio.to_thread.run_sync(self.manager.info, digest)
         if record is None:
             return error(404, "this file is no longer kept here")
-        return await self._send_file(digest, filename=str(record["filename"]))
+        return await self._send_file(request, digest, filename=str(record["filename"]))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -17,15 +17,15 @@ from collections.abc import Iterable
 from urllib.parse import urlencode
 
 from ..names import is_sha256
+from ..numbers import LAST_DATE, whole_number
 
 DAY = 86_400
 #: The longest a link may live when no host bounds it (by its keep_days).
 DEFAULT_MAX_DAYS = 365
 #: How long the links on the node's page live.
 PAGE_LINK_SECONDS = DAY
-_DURATION = re.compile(r"\s*(\d{1,9})\s*([smhdw]?)\s*")
+_DURATION = re.compile(r"\s*([0-9]{1,9})\s*([smhdw]?)\s*")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
-_EXPIRY = re.compile(r"\d{1,12}")
 
 
 def parse_duration(text: str) -> int:
@@ -80,8 +80,12 @@ def verify(secret: str, digest: str, expires: str | None, sig: str | None, now: 
 
     The signature is compared in constant time; malformed parts are simply invalid.
     """
-    if not is_sha256(digest) or expires is None or sig is None or not _EXPIRY.fullmatch(expires):
+    if not is_sha256(digest) or expires is None or sig is None:
         return False
-    expected = signature(secret, digest, int(expires)).encode("ascii")
+    try:
+        until = whole_number(expires, at_most=LAST_DATE)
+    except ValueError:
+        return False
+    expected = signature(secret, digest, until).encode("ascii")
     valid = hmac.compare_digest(expected, sig.encode("utf-8", "replace"))
-    return valid and int(expires) > now
+    return valid and until > now

@@ -21,7 +21,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..config import human_size
 from ..manager import CloudManager
-from . import auth, links
+from ..numbers import when
+from . import auth, links, parsing
 from .settings import Settings
 
 #: The most files listed (the newest ones); the page says how many more there are.
@@ -35,11 +36,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",  # the links carry their signature
     "Cache-Control": "no-store",
 }
-
-
-def when(timestamp: int | None) -> str:
-    """A Unix time as people read it (UTC), or "-"."""
-    return "-" if not timestamp else time.strftime("%Y-%m-%d %H:%M", time.gmtime(timestamp))
 
 
 @dataclass(frozen=True)
@@ -92,8 +88,8 @@ class Page:
 
     async def login(self, request: Request) -> Response:
         """Check the token from the form; log in and go to the page, or show the form again."""
-        length = request.headers.get("content-length", "")
-        if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        length = parsing.content_length(request)
+        if length is None or length > MAX_FORM_BYTES:
             return self._login("That form is too large.", 413)
         async with request.form(max_files=0, max_fields=4, max_part_size=4096) as form:
             given = form.get("token")
