@@ -50,7 +50,8 @@ class ScanResult:
     foreign: list[Path] = field(default_factory=list)  # left alone, reported
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of the directory ``path`` durable (a rename into it, say)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -124,7 +125,7 @@ class Cache:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp.path, target)
         temp.placed = True
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return target
 
     def remove(self, digest: str) -> None:
