@@ -465,6 +465,10 @@ class CloudManager:
         back a file larger than the cache without caching it).  Hosts are tried
         healthiest first; the bytes are verified against the SHA-256 before they
         are cached, and a host that fails or lies is recorded as such.
+
+        One download per file, however many readers: the first one (thread or
+        process) fetches it while the others wait, then they read the cached
+        copy; when the first one fails, each waiter tries the hosts itself.
         """
         if not is_sha256(digest):
             return None
@@ -475,10 +479,13 @@ class CloudManager:
             return path
         if entry.size > self.capacity:
             return False
-        record = self.catalog.record(digest)
-        if record is None:  # forgotten meanwhile
-            return None
-        return self._fetch(record)
+        with self.cache.fetching(digest):
+            record = self.catalog.record(digest)  # again: the reader before us may have fetched it
+            if record is None:  # forgotten meanwhile
+                return None
+            if (path := self._cached_copy(digest, self.catalog.is_cached(digest), record.size)) is not None:
+                return path
+            return self._fetch(record)
 
     download = warm_up
 
