@@ -4,9 +4,12 @@ files, and ``sync`` sending it again to a host that failed it."""
 
 from __future__ import annotations
 
+import filecmp
+import hashlib
 import json
 import os
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from cloudmanager import CloudManager, Unavailable
 from cloudmanager.cli import main
 from cloudmanager.errors import HostError
 from cloudmanager.hosts import MemoryHost
-from cloudmanager.testing import sha256_hex
+from cloudmanager.testing import MEMORY_BOUND, sha256_hex
 from tests.conftest import Factory
 from tests.servers.node import NodeServer
 
@@ -190,3 +193,34 @@ def test_a_share_link_serves_a_file_larger_than_the_cache(node_servers: Callable
     while list(server.cache.glob(".tmp-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(server.cache.glob(".tmp-*")) == []
+
+
+def test_memory_stays_bounded_getting_and_syncing_a_large_file(tmp_path: Path) -> None:
+    size = 2 * MEMORY_BOUND
+    source = tmp_path / "large.bin"
+    block = os.urandom(1 << 20)
+    with open(source, "wb") as out:
+        for i in range(size // len(block)):
+            out.write(block[i:] + block[:i])
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    blocker = tmp_path / "unmounted"
+    blocker.write_bytes(b"a file where the second host's folder should be")
+    late = blocker / "late"
+    with CloudManager(tmp_path / "catalog.db", tmp_path / "cache", CAPACITY,
+                      hosts=[(tmp_path / "early").as_uri(), late.as_uri()]) as cm:
+        assert cm.upload(source) == digest  # "late" cannot take it yet
+        blocker.unlink()
+        tracemalloc.start()
+        try:
+            assert cm.get(digest, tmp_path / "back.bin") is not None
+            _, get_peak = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            changes = cm.sync()
+            _, sync_peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert [(u.host, u.ok) for u in changes[digest]] == [("late", True)]
+        assert (late / digest[:2] / digest[2:4] / digest).stat().st_size == size
+        assert filecmp.cmp(source, tmp_path / "back.bin", shallow=False)
+        assert get_peak < MEMORY_BOUND and sync_peak < MEMORY_BOUND, (get_peak, sync_peak)
+        assert cm.catalog.usage() == (0, 0)
