@@ -523,6 +523,8 @@ class CloudManager:
         raises Unavailable when no host gives the file back, OSError when
         ``destination`` cannot be written.
         """
+        if not self.exists(digest):
+            return None  # before anything is written beside the destination
         target = Path(destination)
         with partial_beside(target) as out:
             record = self._oversize(digest)
