@@ -75,6 +75,7 @@ def test_get_streams_an_oversize_file_to_its_destination_without_caching_it(
     untouched(cm)
     assert leftovers(tmp_path) == []
     assert cm.get("0" * 64, tmp_path / "unknown") is None and not (tmp_path / "unknown").exists()
+    assert leftovers(tmp_path) == []
 
 
 def test_open_gives_a_readable_file_the_cache_does_not_count(node: Factory, big: Path) -> None:
