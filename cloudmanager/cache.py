@@ -4,8 +4,10 @@ Layout: ``ROOT/ab/cd/<sha256>`` (two levels of two hex digits, so no directory
 holds more than a few hundred entries even with millions of files).  Writes go
 to ``ROOT/.tmp-*`` (locked while written), are fsynced and renamed into place
 atomically.  ``ROOT/.cloudmanager-owner`` names the catalog and node the folder
-belongs to.  This module knows nothing of the catalog: which files *should* be
-here is the manager's business; this one only places, removes and lists bytes.
+belongs to; ``ROOT/.locks/<sha256>`` are the per-file download locks
+(:meth:`Cache.fetching`), present only while held.  This module knows nothing
+of the catalog: which files *should* be here is the manager's business; this
+one only places, removes and lists bytes.
 
 Nothing found in the cache is deleted on suspicion: bytes that are not (or no
 longer) a counted cache file may be the only copy of something, so they are
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 TEMP_PREFIX = ".tmp-"
 #: The marker in the cache root naming the catalog and node the folder belongs to.
 OWNER_FILE = ".cloudmanager-owner"
+#: The folder of the per-file download locks (skipped by the scan, as temps are).
+LOCKS_DIR = ".locks"
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -68,7 +72,8 @@ class ScanResult:
     foreign: list[Path] = field(default_factory=list)  # left alone, reported
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of the directory ``path`` durable (a rename into it, say)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -142,7 +147,7 @@ class Cache:
                 shutil.rmtree(path)
             else:
                 path.unlink()
-        _fsync_dir(self.quarantine_dir)
+        fsync_dir(self.quarantine_dir)
         log.info("moved to the quarantine: %s -> %s", path, target)
         return target
 
@@ -215,6 +220,35 @@ class Cache:
             link.unlink(missing_ok=True)
             os.close(fd)
 
+    @contextmanager
+    def fetching(self, digest: str) -> Iterator[None]:
+        """Hold the download lock of the file ``digest`` until the block ends.
+
+        One holder at a time, across the threads and the processes that use this
+        cache (an ``flock`` on ``ROOT/.locks/<digest>``, released by the kernel if
+        the holder dies): the first reader of an uncached file downloads it while
+        the others wait here, then find it cached.  The lock file is removed on
+        release; a waiter that got the lock of a removed file tries again.
+        """
+        folder = self.root / LOCKS_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / digest
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            if _names(fd, path):
+                break
+            os.close(fd)  # removed by its last holder while we waited: a fresh one
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # still holding it: no one else holds this file
+            os.close(fd)
+
     def place(self, temp: TempFile, digest: str) -> Path:
         """Make ``temp`` durable and move it to its place for ``digest`` (atomic).
 
@@ -227,7 +261,7 @@ class Cache:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp.path, target)
         temp.placed = True
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return target
 
     def remove(self, digest: str) -> None:
@@ -241,7 +275,10 @@ class Cache:
         when ``fix``, they are never a file's only copy) and entries inside the
         shard directories that are not well-named cached files (moved to the
         quarantine when ``fix``).  Anything else at the top level is not ours:
-        it is left alone and reported.  Call with ``self.lock.exclusive()`` held.
+        it is left alone and reported, but for the owner marker and the download
+        locks: those left by dead holders are removed when ``fix``, held ones are
+        left alone, and neither is reported (they hold no bytes).  Call with
+        ``self.lock.exclusive()`` held.
         """
         result = ScanResult()
         for top in os.scandir(self.root):
@@ -253,6 +290,9 @@ class Cache:
                     result.removed_temps.append(path)
             elif _SHARD.fullmatch(top.name) and top.is_dir(follow_symlinks=False):
                 self._scan_shard(path, result, fix)
+            elif top.name == LOCKS_DIR and top.is_dir(follow_symlinks=False):
+                if fix:
+                    self._remove_free_locks(path)
             else:
                 result.foreign.append(path)
         for path in result.foreign:
@@ -291,6 +331,26 @@ class Cache:
         result.misplaced.append(path)
 
     @staticmethod
+    def _remove_free_locks(folder: Path) -> None:
+        """Remove the download locks nobody holds (left by a holder that died)."""
+        for entry in os.scandir(folder):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _names(fd, Path(entry.path)):
+                    os.unlink(entry.path)  # while held: a waiter on it will see it gone
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.ENOENT):
+                    raise
+            finally:
+                os.close(fd)
+
+    @staticmethod
     def _abandoned(path: Path, remove: bool) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -307,3 +367,13 @@ class Cache:
         if remove:
             path.unlink(missing_ok=True)
         return True
+
+
+def _names(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the file open as ``fd`` (not removed or replaced)."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -264,7 +263,10 @@ def _states(outcome: UploadOutcome) -> str:
 @pass_node
 @guarded
 def get(node: Node, digest: str, output: Path | None, force: bool) -> None:
-    """Bring a file back (from the cache, or a host) and copy it to a path."""
+    """Bring a file back (from the cache, or a host) and copy it to a path.
+
+    A file larger than the cache is streamed from a host straight to the path,
+    verified, without caching it."""
     cm = node.manager()
     record = cm.info(need_hash(digest))
     if record is None:
@@ -274,12 +276,8 @@ def get(node: Node, digest: str, output: Path | None, force: bool) -> None:
         target = target / record["filename"]
     if target.exists() and not force:
         raise BadInput(f"{target}: exists (use --force to overwrite)")
-    source = cm.open(digest)
-    assert source is not None
-    partial = target.with_name(f".{target.name}.cm-partial")
-    with source, open(partial, "wb") as out:
-        shutil.copyfileobj(source, out, 4 * 2**20)
-    os.replace(partial, target)
+    if cm.get(digest, target) is None:
+        raise Failure(f"{digest}: not in the catalog")
     click.echo(str(target))
 
 

@@ -44,6 +44,7 @@ from .errors import (
     ObjectMissing,
     Unavailable,
 )
+from .fetching import partial_beside, publish
 from .hosts import Deleter, Host, make_hosts
 from .hosts.base import describe
 from .hosts.encrypted import EncryptedHost, encrypting
@@ -52,7 +53,7 @@ from .locking import FileLock
 from .names import clean_name, is_sha256
 from .paths import default_host_urls
 from .records import FileRecord, Upload
-from .streams import HashingWriter, copy_hashing
+from .streams import HashingWriter, copy_hashing, copy_stream
 
 log = logging.getLogger(__name__)
 
@@ -611,37 +612,111 @@ class CloudManager:
 
         Returns None for an unknown or malformed hash, False when the file
         cannot be brought back (every host failed or returned wrong bytes) or
-        cannot fit the cache.  Hosts are tried healthiest first; the bytes are
-        verified against the SHA-256 before they are cached, and a host that
-        fails or lies is recorded as such.
+        cannot fit the cache (:meth:`get`, :meth:`open` and :meth:`hold` bring
+        back a file larger than the cache without caching it).  Hosts are tried
+        healthiest first; the bytes are verified against the SHA-256 before they
+        are cached, and a host that fails or lies is recorded as such.
+
+        One download per file, however many readers: the first one (thread or
+        process) fetches it while the others wait, then they read the cached
+        copy; when the first one fails, each waiter tries the hosts itself.
         """
         if not is_sha256(digest):
             return None
         entry = self.catalog.entry(digest)
         if entry is None:
             return None
-        if entry.cached:
-            if self.cache.size(digest) == entry.size:
-                self.catalog.touch(digest)
-                return str(self.cache.path(digest))
-            log.warning("cached file %s was gone or damaged: fetching it again", digest)
-            self.catalog.uncache([digest])
-            self.cache.remove(digest)
+        if (path := self._cached_copy(digest, entry.cached, entry.size)) is not None:
+            return path
         if entry.size > self.capacity:
             return False
-        record = self.catalog.record(digest)
-        if record is None:  # forgotten meanwhile
-            return None
-        return self._fetch(record)
+        with self.cache.fetching(digest):
+            record = self.catalog.record(digest)  # again: the reader before us may have fetched it
+            if record is None:  # forgotten meanwhile
+                return None
+            if (path := self._cached_copy(digest, self.catalog.is_cached(digest), record.size)) is not None:
+                return path
+            return self._fetch(record)
 
     download = warm_up
+
+    def _cached_copy(self, digest: str, cached: bool, size: int) -> str | None:
+        """The path of the cached copy, touched, when the catalog counts it and it is
+        there; a counted copy that is gone or damaged stops counting (None)."""
+        if not cached:
+            return None
+        if self.cache.size(digest) == size:
+            self.catalog.touch(digest)
+            return str(self.cache.path(digest))
+        log.warning("cached file %s was gone or damaged: fetching it again", digest)
+        self.catalog.uncache([digest])
+        self.cache.remove(digest)
+        return None
+
+    def _oversize(self, digest: str) -> FileRecord | None:
+        """The record of a known file that is not cached and cannot fit the cache
+        (brought back without caching), else None."""
+        if not is_sha256(digest):
+            return None
+        entry = self.catalog.entry(digest)
+        if entry is None or entry.cached or entry.size <= self.capacity:
+            return None
+        return self.catalog.record(digest)
+
+    def get(self, digest: str, destination: str | os.PathLike[str]) -> Path | None:
+        """Write the file to ``destination`` (replaced if it exists) and return that path.
+
+        From the cache (warmed up first) when it fits; a file larger than the
+        cache is streamed from a host straight to ``destination``, never cached.
+        Either way it is verified (SHA-256 and size) and written atomically: a
+        temporary file beside ``destination``, renamed over it when complete, and
+        removed on any failure.  Returns None for an unknown or malformed hash;
+        raises Unavailable when no host gives the file back, OSError when
+        ``destination`` cannot be written.
+        """
+        if not self.exists(digest):
+            return None  # before anything is written beside the destination
+        target = Path(destination)
+        with partial_beside(target) as out:
+            record = self._oversize(digest)
+            if record is not None:
+                self._fill(record, out)
+            else:
+                with self.hold(digest) as copy:
+                    if copy is None:
+                        return None
+                    with open(copy, "rb") as source:
+                        copy_stream(source, out.file)
+            return publish(out, target)
+
+    def _fill(self, record: FileRecord, out: TempFile) -> None:
+        """Write the verified file into ``out`` from its hosts (no cache involved);
+        Unavailable, with the reason, when none gives it back."""
+        try:
+            problem = self._fetch_into(record, out)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write {out.path}: {exc.strerror}") from exc
+        if problem is not None:
+            raise Unavailable(f"{record.hash}: {problem}")
+
+    @contextmanager
+    def _spooled(self, record: FileRecord) -> Iterator[Path]:
+        """A verified copy of a file too large for the cache, fetched from its hosts
+        into a temporary file that the cache does not count, removed when the block
+        ends (a crash leaves it to the next open's repair)."""
+        with self.cache.temp() as spool:
+            self._fill(record, spool)
+            yield spool.path
 
     def open(self, digest: str) -> BinaryIO | None:
         """Warm the file up and open the cached copy for reading (binary).
 
         Unlike a path from :meth:`warm_up`, an open file stays readable even if
-        another process evicts the file meanwhile.  Returns None for an unknown
-        or malformed hash; raises Unavailable when it cannot be brought back.
+        another process evicts the file meanwhile.  A file larger than the cache
+        is fetched and verified into a temporary file that is not counted in the
+        cache and is already removed when this returns (its bytes go when the file
+        is closed).  Returns None for an unknown or malformed hash; raises
+        Unavailable when it cannot be brought back.
         """
         with self.hold(digest) as copy:
             return None if copy is None else open(copy, "rb")
@@ -651,9 +726,16 @@ class CloudManager:
         """Warm the file up and hold it: the path given stays readable until the block
         ends, even if the file is evicted meanwhile (by this or another process).
 
+        A file larger than the cache is not cached: the path is then a verified
+        temporary copy, fetched for this block only and not counted in the cache.
         Gives None for an unknown or malformed hash; raises Unavailable when the
         file cannot be brought back (or is evicted again and again before it is held).
         """
+        record = self._oversize(digest)
+        if record is not None:
+            with self._spooled(record) as spool:
+                yield spool
+            return
         for _ in range(3):
             path = self.warm_up(digest)
             if path is None:
@@ -703,43 +785,57 @@ class CloudManager:
         return encrypting(bare, self.key) if self.key is not None else None
 
     def _fetch(self, record: FileRecord) -> str | Literal[False]:
+        """Fetch the file from its hosts into the cache; its path, or False."""
+        with self.cache.temp() as temp:
+            try:
+                problem = self._fetch_into(record, temp)
+            except OSError as exc:  # our disk, not the hosts
+                log.error("cannot write to the cache: %s", exc)
+                return False
+            if problem is not None:
+                log.warning("%s: %s", record.hash, problem)
+                return False
+            if not self._place(temp, record):
+                return False
+            return str(self.cache.path(record.hash))
+
+    def _fetch_into(self, record: FileRecord, out: TempFile) -> str | None:
+        """Write the file into ``out``, verified: from a whole copy, hosts best first
+        (a host that fails or lies is recorded and the next one tried), else rebuilt
+        from K shares.  None when done; otherwise why not.  Raises OSError when
+        ``out`` cannot be written (not the hosts' doing: no other host is tried)."""
         for host, locator in self._sources(record):
-            with self.cache.temp() as temp:
-                writer = HashingWriter(temp.file, limit=record.size)  # a flood stops here
-                try:
-                    started = time.monotonic()
-                    host.download(locator, writer)
-                    self.speeds.note(host.name, writer.size, time.monotonic() - started)
-                except ObjectMissing as exc:
-                    self.catalog.record_fetch(host.name, exc.reason, digest=record.hash, lost=True)
-                    continue
-                except Exception as exc:  # a host's failure is recorded, never raised
-                    if writer.target_error is not None:  # our disk, not the host: stop here
-                        log.error("cannot write to the cache: %s", writer.target_error)
-                        return False
-                    if writer.overflow:
-                        self.catalog.record_fetch(host.name, "sent more bytes than the file has",
-                                                  fetched=writer.size, digest=record.hash, lost=True)
-                    else:
-                        self.catalog.record_fetch(host.name, describe(exc))
-                    continue
-                if writer.size != record.size or writer.hexdigest() != record.hash:
-                    self.catalog.record_fetch(host.name, "returned other bytes than were stored",
+            out.file.seek(0)
+            out.file.truncate()
+            writer = HashingWriter(out.file, limit=record.size)  # a flood stops here
+            try:
+                started = time.monotonic()
+                host.download(locator, writer)
+                self.speeds.note(host.name, writer.size, time.monotonic() - started)
+            except ObjectMissing as exc:
+                self.catalog.record_fetch(host.name, exc.reason, digest=record.hash, lost=True)
+                continue
+            except Exception as exc:  # a host's failure is recorded, never raised
+                if writer.target_error is not None:  # our disk, not the host: stop here
+                    raise writer.target_error from None
+                if writer.overflow:
+                    self.catalog.record_fetch(host.name, "sent more bytes than the file has",
                                               fetched=writer.size, digest=record.hash, lost=True)
-                    continue
-                self.catalog.record_fetch(host.name, None, fetched=writer.size)
-                if not self._place(temp, record):
-                    return False
-                return str(self.cache.path(record.hash))
-        if record.spread is not None:
-            with self.cache.temp() as temp:
-                rebuilt = spreading.rebuild(self, record, temp)
-                if rebuilt is not True:
-                    log.warning("%s: %s", record.hash, rebuilt)
-                    return False
-                if self._place(temp, record):
-                    return str(self.cache.path(record.hash))
-        return False
+                else:
+                    self.catalog.record_fetch(host.name, describe(exc))
+                continue
+            if writer.size != record.size or writer.hexdigest() != record.hash:
+                self.catalog.record_fetch(host.name, "returned other bytes than were stored",
+                                          fetched=writer.size, digest=record.hash, lost=True)
+                continue
+            self.catalog.record_fetch(host.name, None, fetched=writer.size)
+            return None
+        if record.spread is None:
+            return "no host gave the file back"
+        out.file.seek(0)
+        out.file.truncate()
+        rebuilt = spreading.rebuild(self, record, out)
+        return None if rebuilt is True else rebuilt
 
     # -- sync with hosts and with other nodes -----------------------------------------
 
@@ -750,7 +846,9 @@ class CloudManager:
         sends files no host holds yet (an upload cut off by a crash).  With
         ``copies``, files held by fewer hosts than that are also sent to more
         active hosts (healthiest first) until they would be.  The bytes come
-        from the cache, or are fetched from a host that holds them.  A spread
+        from the cache, or are fetched from a host that holds them (a file
+        larger than the cache through a temporary copy that the cache does not
+        count, removed when sent).  A spread
         file whose upload left fewer than K shares gets its missing shares;
         with ``repair``, every spread file does (shares lost with a host, found
         by :meth:`check` with ``hosts`` or a failed fetch), on other active hosts.
