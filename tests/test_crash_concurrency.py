@@ -57,7 +57,10 @@ def assert_consistent(tmp: Path, journals: list[Path], *, start: int = 0,
             for digest in wanted:
                 assert cm.exists(digest), digest
                 path = cm.warm_up(digest)
-                assert path, f"{digest} was uploaded and is lost"
+                assert path, (f"{digest} was uploaded and is lost: {cm.catalog.entry(digest)}, "
+                              f"{cm.catalog.record(digest)}, usage {cm.catalog.usage()}, on the host: "
+                              f"{list((tmp / 'vault').rglob(digest))}, held only by the cache: "
+                              f"{[d for d, cached in cm.catalog.uncopied() if cached]}")
                 assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
         return mended
 
