@@ -54,11 +54,13 @@ def copy_locates(host: Host, upload: Upload, digest: str, key: Key | None) -> bo
     return sealed_locates(bare, key, upload.url, digest)
 
 
-def share_locates(host: Host, share: Share) -> bool | None:
+def share_locates(host: Host, share: Share, is_file: Callable[[str], bool] | None = None) -> bool | None:
     """Whether ``share``'s locator can be that share's object on ``host`` (shares are
     stored as they were cut, on the host underneath an encrypting one, under the
-    share's own SHA-256).  False for a share without a locator."""
-    if share.url is None:
+    share's own SHA-256).  False for a share without a locator, and, with
+    ``is_file`` (true for a known file's hash), for a share whose SHA-256 is a
+    file's: a share is never a whole file, so such an entry names that file's copy."""
+    if share.url is None or (is_file is not None and is_file(share.digest)):
         return False
     return underneath(host).locates(share.url, share.digest)
 
@@ -70,27 +72,36 @@ def not_deletable(host: Host, upload: Upload, digest: str, key: Key | None) -> s
     return None if verdict is True else FOREIGN if verdict is False else UNTOLD
 
 
-def problem(record: FileRecord, host_of: HostOf, key: Key | None) -> tuple[str, str] | None:
+def problem(record: FileRecord, host_of: HostOf, key: Key | None,
+            is_file: Callable[[str], bool] | None = None) -> tuple[str, str] | None:
     """(field, reason) when one of the record's locators, on a host of this node,
-    cannot be its own; None when none is known to be wrong."""
+    cannot be its own (``is_file``: see :func:`share_locates`); None when none is
+    known to be wrong."""
     for upload in record.uploads:
         host = host_of(upload.host) if upload.url is not None else None
         if host is not None and copy_locates(host, upload, record.hash, key) is False:
             return "uploads", f"the url for host {upload.host!r} cannot be this file's copy: {FOREIGN}"
     for share in record.shares:
         host = host_of(share.host) if share.url is not None else None
-        if host is not None and share_locates(host, share) is False:
+        if host is not None and share_locates(host, share, is_file) is False:
             return "shares", (f"the url of share {share.index} for host {share.host!r} cannot be that "
                               f"share's: {FOREIGN}")
     return None
 
 
-def screen(parsed: Parsed, host_of: HostOf, key: Key | None) -> Parsed:
+def screen(parsed: Parsed, host_of: HostOf, key: Key | None, known: Callable[[str], bool]) -> Parsed:
     """``parsed`` without the records one of whose locators cannot be its own: those
-    join the rejected ones (in dump order), with the field and the reason."""
+    join the rejected ones (in dump order), with the field and the reason.
+    ``known`` is true for the hash of a file the catalog knows (with the dump's own
+    files, what a share's SHA-256 must not be)."""
+    hashes = {record.hash for record in parsed.records}
+
+    def is_file(digest: str) -> bool:
+        return digest in hashes or known(digest)
+
     kept = Parsed([], [], list(parsed.rejected))
     for position, record in zip(parsed.positions, parsed.records, strict=True):
-        found = problem(record, host_of, key)
+        found = problem(record, host_of, key, is_file)
         if found is None:
             kept.records.append(record)
             kept.positions.append(position)

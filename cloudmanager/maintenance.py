@@ -340,7 +340,7 @@ def _copies(cm: CloudManager, record: FileRecord) -> Iterator[_Copy]:
             reader = underneath(host) if host is not None else None  # shares come sealed
             yield _Copy(f"{share.host} (share {share.index})", reader, share.url, share.size, share.digest,
                         partial(_lose_share, cm, record.hash, share.index),
-                        host is not None and locators.share_locates(host, share))
+                        host is not None and locators.share_locates(host, share, cm.catalog.exists))
 
 
 def _lose_copy(cm: CloudManager, host: str, digest: str, problem: str) -> None:

@@ -670,7 +670,7 @@ class CloudManager:
         InvalidDump naming the record and field, and imports nothing (so does a
         locator, for a host of this node, that cannot be its record's: see locators.py).
         """
-        parsed = locators.screen(payload.parse(text), self.host, self.key)
+        parsed = locators.screen(payload.parse(text), self.host, self.key, self.catalog.exists)
         if parsed.rejected:
             raise parsed.rejected[0].error()
         try:
@@ -699,7 +699,7 @@ class CloudManager:
         InvalidDump only when the document is not a dump at all.
         """
         parsed = payload.validate(dump) if isinstance(dump, list) else payload.parse(dump)
-        parsed = locators.screen(parsed, self.host, self.key)
+        parsed = locators.screen(parsed, self.host, self.key, self.catalog.exists)
         result = self.catalog.merge(parsed.records, skip_clashes=True)
         rejected = list(parsed.rejected)
         clashes = set(result.clashes)

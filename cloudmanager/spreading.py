@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -337,7 +337,7 @@ def repair(manager: CloudManager, record: FileRecord) -> list[Share]:
             for index, share in held.items():  # the old sealing's shares are of no use now
                 host = manager.host(share.host)
                 targets[index] = host if host is not None else targets[index]
-                _withdraw(host, share)
+                _withdraw(host, share, manager.catalog.exists)
             with _object_stream(manager, copy, key) as (stream, size):
                 return _cut_and_send(manager, record, stream, size, spread, key, targets)
     except FileNotFoundError:
@@ -346,10 +346,10 @@ def repair(manager: CloudManager, record: FileRecord) -> list[Share]:
         return []
 
 
-def _withdraw(host: Host | None, share: Share) -> None:
+def _withdraw(host: Host | None, share: Share, is_file: Callable[[str], bool]) -> None:
     """Delete a share that is replaced, where its host can delete and its locator can
-    only be that share's (else it stays, unused)."""
-    if host is None or share.url is None or share_locates(host, share) is not True:
+    only be that share's (else it stays, unused; ``is_file``: see share_locates)."""
+    if host is None or share.url is None or share_locates(host, share, is_file) is not True:
         return
     bare = _bare(host)
     if not isinstance(bare, Deleter):

@@ -165,6 +165,25 @@ def test_forget_expire_and_fsck_leave_another_files_copy_alone(catalog: str, tmp
         assert path and Path(path).read_bytes() == VICTIM
 
 
+def test_a_planted_share_naming_a_files_object_deletes_nothing(catalog: str, tmp_path: Path,
+                                                               victim: Path) -> None:
+    """A share's SHA-256 comes with the record too: a "share" whose SHA-256 is V's own
+    names V's object, and its locator agrees with it."""
+    vault = tmp_path / "vault"
+    with CloudManager(catalog, tmp_path / "cache", 1 << 20, hosts=[vault.as_uri()]) as cm:
+        assert cm.upload(victim) == V
+        share = {"index": 0, "host_name": "vault", "url": locator_of(cm, V, "vault"), "sha256": V,
+                 "size": "9"}
+        spread = record(P, len(PLANTED), shares={"k": 1, "n": 2, "items": [share]})
+        plant(cm, spread)
+        report = maintenance.check_copies(cm, remove_bad=True)  # fsck --hosts --repair deletes damaged ones
+        assert (vault / V[:2] / V[2:4] / V).read_bytes() == VICTIM
+        assert (P, "vault (share 0)", locators.FOREIGN) in report.lost
+        cm.forget(P)
+        rejected = cm.import_dump(json.dumps([spread])).rejected
+        assert [(r.index, r.field) for r in rejected] == [(0, "shares")] and not cm.exists(P)
+
+
 def test_expire_keeps_a_last_copy_when_the_other_copies_are_planted(catalog: str, tmp_path: Path,
                                                                     victim: Path) -> None:
     vault, spare = tmp_path / "vault", tmp_path / "spare"
