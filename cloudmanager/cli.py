@@ -674,6 +674,8 @@ def expire(node: Node, force: bool, as_json: bool) -> None:
             click.echo(f"{digest}  {host}: expired")
         for digest, host in report.last_copies:
             click.echo(f"{digest}  {host}: kept, its last copy (--force to delete)")
+        for digest, host, why in report.unverified:
+            click.echo(f"{digest}  {host}: kept, {why}")
         for digest, host, error in report.failed:
             click.echo(f"{digest}  {host}: error ({error})")
         for host in report.cannot_delete:

@@ -17,10 +17,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import locators
 from .cache import Cache
 from .errors import HostError, ObjectMissing
 from .hosts import Checker, Deleter, Host
-from .hosts.encrypted import EncryptedHost
+from .hosts.encrypted import underneath
 from .locking import FileLock
 from .records import FileRecord
 from .streams import Discard, HashingWriter, TooManyBytes, copy_hashing
@@ -45,7 +46,9 @@ def forget(cm: CloudManager, digest: str, *, from_hosts: bool = False) -> Forget
     """Remove a file from the cache and the catalog; with ``from_hosts``, first
     delete its copies from the hosts that can delete.  When a deletion fails
     the record is kept (so the copy is not lost track of) and the failure is
-    reported.  None for an unknown file."""
+    reported.  A copy is deleted only through a locator that can only be this
+    file's (see locators.py): a record from another node may name another file's
+    object.  None for an unknown file."""
     record = cm.catalog.record(digest)
     if record is None:
         return None
@@ -60,6 +63,8 @@ def forget(cm: CloudManager, digest: str, *, from_hosts: bool = False) -> Forget
             report.left[upload.host] = "not a host of this node"
         elif not isinstance(host, Deleter):
             report.left[upload.host] = "this kind of host cannot delete"
+        elif (refused := locators.not_deletable(host, upload, digest, cm.key)) is not None:
+            report.left[upload.host] = refused
         else:
             try:
                 host.delete(upload.url)
@@ -167,6 +172,8 @@ class ExpireReport:
 
     expired: list[tuple[str, str]] = field(default_factory=list)  # (hash, host) deleted
     last_copies: list[tuple[str, str]] = field(default_factory=list)  # kept: the last copy
+    #: (hash, host, why) kept: its locator cannot be told to be the file's (see locators.py)
+    unverified: list[tuple[str, str, str]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (hash, host, error)
     cannot_delete: list[str] = field(default_factory=list)  # hosts with keep_days that can't delete
 
@@ -174,8 +181,11 @@ class ExpireReport:
 def expire(cm: CloudManager, *, force: bool = False, now: float | None = None) -> ExpireReport:
     """Delete host copies older than their host's ``keep_days``, where the host can.
 
-    A copy that is the file's last one on any host is kept and reported,
-    unless ``force``.
+    A copy that is the file's last one is kept and reported, unless ``force``:
+    only copies that verify as the file's count (a locator that can only be the
+    file's, on a host of this node), whatever else the catalog says, since a
+    record from another node may name any object.  A copy whose own locator
+    does not verify is never deleted (reported as unverified).
     """
     report = ExpireReport()
     now = time.time() if now is None else now
@@ -186,18 +196,43 @@ def expire(cm: CloudManager, *, force: bool = False, now: float | None = None) -
             report.cannot_delete.append(host.name)
             continue
         cutoff = int(now - host.keep_days * DAY)
-        for digest, locator, copies in cm.catalog.copies_older_than(host.name, cutoff):
-            if copies <= 1 and not force:
+        for digest, _locator, _copies in cm.catalog.copies_older_than(host.name, cutoff):
+            record = cm.catalog.record(digest)
+            verified, refused = _held(cm, record) if record is not None else ({}, {})
+            if host.name in refused:
+                report.unverified.append((digest, host.name, refused[host.name]))
+                continue
+            if host.name not in verified:  # forgotten or deleted meanwhile
+                continue
+            if len(verified) <= 1 and not force:
                 report.last_copies.append((digest, host.name))
                 continue
             try:
-                host.delete(locator)
+                host.delete(verified[host.name])
             except HostError as exc:
                 report.failed.append((digest, host.name, exc.reason))
                 continue
             cm.catalog.drop_upload(digest, host.name)
             report.expired.append((digest, host.name))
     return report
+
+
+def _held(cm: CloudManager, record: FileRecord) -> tuple[dict[str, str], dict[str, str]]:
+    """The record's whole copies on this node's hosts: (host -> locator) of those that
+    verify as the file's (a locator that can only be the file's), and (host -> why
+    not) of the others."""
+    verified: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    for upload in record.uploads:
+        host = cm.host(upload.host)
+        if upload.url is None or host is None:
+            continue
+        why = locators.not_deletable(host, upload, record.hash, cm.key)
+        if why is None:
+            verified[upload.host] = upload.url
+        else:
+            refused[upload.host] = why
+    return verified, refused
 
 
 def check_hosts(cm: CloudManager) -> dict[str, str | None]:
@@ -251,14 +286,21 @@ def check_copies(cm: CloudManager, *, verify_hash: bool = False, remove_bad: boo
     """Ask each host whether it still holds each copy recorded for it (as ``git annex
     fsck --from`` and ``rclone check`` do); record a lost copy as that host's error.
 
+    A copy whose locator cannot be the file's (a record from another node naming
+    another object, see locators.py) is not asked about: it is recorded as lost.
     With ``remove_bad``, a damaged copy is deleted where the host can, so that
-    sending the file again replaces it (hosts skip an object of the same size).
+    sending the file again replaces it (hosts skip an object of the same size),
+    but only through a locator that can only be the file's (or the share's).
     """
     report = CopiesReport()
     for record in cm.catalog.records():
         for copy in _copies(cm, record):
             if copy.host is None or not (verify_hash or isinstance(copy.host, Checker)):
                 report.unchecked += 1
+                continue
+            if copy.locates is False:
+                report.lost.append((record.hash, copy.label, locators.FOREIGN))
+                copy.lost(locators.FOREIGN)
                 continue
             report.checked += 1
             try:
@@ -270,7 +312,7 @@ def check_copies(cm: CloudManager, *, verify_hash: bool = False, remove_bad: boo
                 continue
             report.lost.append((record.hash, copy.label, problem))
             copy.lost(problem)
-            if remove_bad and isinstance(copy.host, Deleter) and problem != _GONE:
+            if remove_bad and isinstance(copy.host, Deleter) and problem != _GONE and copy.locates:
                 try:
                     copy.host.delete(copy.locator)
                 except HostError as exc:
@@ -288,20 +330,24 @@ class _Copy:
     size: int
     digest: str
     lost: Callable[[str], object]
+    locates: bool | None = None  # whether the locator can be this copy's (see locators.py)
 
 
 def _copies(cm: CloudManager, record: FileRecord) -> Iterator[_Copy]:
     """The whole copies and the shares the catalog says the hosts hold of ``record``."""
     for upload in record.uploads:
         if upload.url is not None:
-            yield _Copy(upload.host, cm.host(upload.host), upload.url, record.size, record.hash,
-                        partial(_lose_copy, cm, upload.host, record.hash))
+            host = cm.host(upload.host)
+            yield _Copy(upload.host, host, upload.url, record.size, record.hash,
+                        partial(_lose_copy, cm, upload.host, record.hash),
+                        host is not None and locators.copy_locates(host, upload, record.hash, cm.key))
     for share in record.shares:
         if share.url is not None:
             host = cm.host(share.host)
-            reader = host.inner if isinstance(host, EncryptedHost) else host  # shares come sealed
+            reader = underneath(host) if host is not None else None  # shares come sealed
             yield _Copy(f"{share.host} (share {share.index})", reader, share.url, share.size, share.digest,
-                        partial(_lose_share, cm, record.hash, share.index))
+                        partial(_lose_share, cm, record.hash, share.index),
+                        host is not None and locators.share_locates(host, share, cm.catalog.exists))
 
 
 def _lose_copy(cm: CloudManager, host: str, digest: str, problem: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
-from . import maintenance, payload, spreading
+from . import locators, maintenance, payload, spreading
 from .cache import Cache, Owner, TempFile
 from .catalog import (
     Listed,
@@ -767,6 +767,9 @@ class CloudManager:
             host = self._by_name.get(upload.host)
             if upload.url is None or host is None:
                 continue
+            if locators.copy_locates(host, upload, record.hash, self.key) is False:  # never asked for
+                self.catalog.record_fetch(host.name, locators.FOREIGN, digest=record.hash, lost=True)
+                continue
             reader = self._reader(host, upload.encrypted)
             if reader is None:
                 log.info("%s: the copy on %s is encrypted and this node has no key", record.hash, host.name)
@@ -913,9 +916,10 @@ class CloudManager:
 
         Accepts format "0.2" and "0.1".  A known file gets the union of host
         entries (a URL beats an error for the same host).  Invalid input raises
-        InvalidDump naming the record and field, and imports nothing.
+        InvalidDump naming the record and field, and imports nothing (so does a
+        locator, for a host of this node, that cannot be its record's: see locators.py).
         """
-        parsed = payload.parse(text)
+        parsed = locators.screen(payload.parse(text), self.host, self.key, self.catalog.exists)
         if parsed.rejected:
             raise parsed.rejected[0].error()
         try:
@@ -939,10 +943,12 @@ class CloudManager:
         """Merge what is valid in a dump, and report the rest instead of refusing it all.
 
         ``dump`` is JSON text, or a list of records already decoded from JSON
-        (validated all the same).  Raises InvalidDump only when the document is
-        not a dump at all.
+        (validated all the same).  A record with a locator, for a host of this
+        node, that cannot be its own is rejected whole (see locators.py).  Raises
+        InvalidDump only when the document is not a dump at all.
         """
         parsed = payload.validate(dump) if isinstance(dump, list) else payload.parse(dump)
+        parsed = locators.screen(parsed, self.host, self.key, self.catalog.exists)
         result = self.catalog.merge(parsed.records, skip_clashes=True)
         rejected = list(parsed.rejected)
         clashes = set(result.clashes)

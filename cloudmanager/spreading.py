@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +32,8 @@ from .erasure import ShareError, Spread, decode, encode
 from .errors import HostError, ObjectMissing
 from .hosts import Adopter, Deleter, Host
 from .hosts.base import describe
-from .hosts.encrypted import EncryptedHost
+from .hosts.encrypted import EncryptedHost, underneath
+from .locators import share_locates
 from .records import FileRecord, Share
 from .streams import Discard, Handoff, HashingWriter, Pipe, Sink, Tee, TooManyBytes
 
@@ -42,9 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _bare(host: Host) -> Host:
-    """The host that stores shares: underneath an encrypting one (shares come sealed)."""
-    return host.inner if isinstance(host, EncryptedHost) else host
+#: The host that stores shares: underneath an encrypting one (shares come sealed).
+_bare = underneath
 
 
 def _key(hosts: Sequence[Host]) -> Key | None:
@@ -143,9 +143,11 @@ def _cut_and_send(manager: CloudManager, record: FileRecord, stream: BinaryIO, s
 
 
 def _sources(manager: CloudManager, record: FileRecord) -> list[tuple[Host, Share]]:
-    """(host, share) for every held share on a configured host, best first (CloudManager.ranked)."""
+    """(host, share) for every held share on a configured host whose locator can be that
+    share's (see locators.py), best first (CloudManager.ranked)."""
     held = [(host, share) for share in record.shares
-            if share.ok and (host := manager.host(share.host)) is not None]
+            if share.ok and (host := manager.host(share.host)) is not None
+            and share_locates(host, share) is not False]
     order = {host.name: i for i, host in enumerate(manager.ranked([h for h, _ in held]))}
     return sorted(held, key=lambda pair: order[pair[0].name])
 
@@ -335,7 +337,7 @@ def repair(manager: CloudManager, record: FileRecord) -> list[Share]:
             for index, share in held.items():  # the old sealing's shares are of no use now
                 host = manager.host(share.host)
                 targets[index] = host if host is not None else targets[index]
-                _withdraw(host, share)
+                _withdraw(host, share, manager.catalog.exists)
             with _object_stream(manager, copy, key) as (stream, size):
                 return _cut_and_send(manager, record, stream, size, spread, key, targets)
     except FileNotFoundError:
@@ -344,10 +346,13 @@ def repair(manager: CloudManager, record: FileRecord) -> list[Share]:
         return []
 
 
-def _withdraw(host: Host | None, share: Share) -> None:
-    """Delete a share that is replaced, where its host can delete (else it stays, unused)."""
-    bare = _bare(host) if host is not None else None
-    if share.url is None or not isinstance(bare, Deleter):
+def _withdraw(host: Host | None, share: Share, is_file: Callable[[str], bool]) -> None:
+    """Delete a share that is replaced, where its host can delete and its locator can
+    only be that share's (else it stays, unused; ``is_file``: see share_locates)."""
+    if host is None or share.url is None or share_locates(host, share, is_file) is not True:
+        return
+    bare = _bare(host)
+    if not isinstance(bare, Deleter):
         return
     try:
         bare.delete(share.url)

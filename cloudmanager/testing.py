@@ -91,6 +91,10 @@ class HostConformance:
     #: True only for a kind that keeps files in memory by design (memory://):
     #: its large-file test checks the bytes, not the memory bound.
     in_memory = False
+    #: False for a kind whose locators do not always say which file they hold (a
+    #: file locker's opaque URLs, sealed copies): its ``locates`` may then answer
+    #: None ("cannot tell") where a content-addressed kind answers True or False.
+    locators_tell = True
 
     def test_round_trip_returns_the_exact_bytes(self, host: Host, tmp_path: Path) -> None:
         data = os.urandom(100_000) + b"\x00\r\n" * 10
@@ -145,6 +149,22 @@ class HostConformance:
         assert len(set(locators)) == len(payloads)
         for data, locator in zip(payloads, locators, strict=True):
             assert get_bytes(host, locator) == data
+
+    def test_a_locator_of_another_hash_does_not_belong(self, host: Host, tmp_path: Path) -> None:
+        """A record from another node may pair a file's hash with another file's locator:
+        the host must never say that such a locator is the file's (deleting the file
+        through it would delete the other one)."""
+        mine, locator = put_bytes(host, tmp_path, b"this file's bytes", "mine")
+        other, elsewhere = put_bytes(host, tmp_path, b"another file's bytes", "other")
+        assert host.locates(locator, mine) is not False
+        assert host.locates(locator, other) is not True and host.locates(elsewhere, mine) is not True
+        for bad in ("", "not a locator", "file:///etc/passwd", f"memory://x/{mine}", "http://127.0.0.1:1/x",
+                    f"cm://127.0.0.1:1/objects/{mine}", "sftp://[::1"):
+            assert host.locates(bad, mine) is not True, bad
+        if self.locators_tell:
+            assert host.locates(locator, mine) is True
+            assert host.locates(locator, other) is False and host.locates(elsewhere, mine) is False
+        assert get_bytes(host, locator) == b"this file's bytes"  # asking changed nothing
 
     def test_delete_where_supported(self, host: Host, tmp_path: Path) -> None:
         if not isinstance(host, Deleter):

@@ -34,6 +34,10 @@ class Recording(Host):
             raise HostError(self.name, "refused (test)")
         return self.inner.upload(source, name, digest)
 
+    def locates(self, locator: str, digest: str) -> bool | None:
+        """As the wrapped host says."""
+        return self.inner.locates(locator, digest)
+
     def download(self, locator: str, out: Sink) -> None:
         """Count and log, then fail, lie or pass on."""
         with self._guard:

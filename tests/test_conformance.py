@@ -9,7 +9,7 @@ import pytest
 from cloudmanager.crypto import Key
 from cloudmanager.hosts import FolderHost, Host, MemoryHost, PlowshareHost
 from cloudmanager.hosts.encrypted import encrypting
-from cloudmanager.testing import HostConformance
+from cloudmanager.testing import HostConformance, sha256_hex
 
 
 class TestFolder(HostConformance):
@@ -37,6 +37,7 @@ class TestMemory(HostConformance):
 
 
 class TestPlowshare(HostConformance):
+    locators_tell = False  # a file locker's URLs are opaque
     @pytest.fixture
     def host(self, plowshare: Path) -> Host:
         return PlowshareHost("rghost")
@@ -50,6 +51,8 @@ class TestPlowshare(HostConformance):
 class TestEncryptedFolder(HostConformance):
     """A folder host behind client-side encryption behaves as any host."""
 
+    locators_tell = False  # another keyed name may be a copy sealed before keyed names
+
     @pytest.fixture
     def host(self, tmp_path: Path) -> Host:
         return encrypting(FolderHost(tmp_path / "vault"), Key.generate())
@@ -60,3 +63,23 @@ class TestEncryptedFolder(HostConformance):
         blocked.write_text("a file where the folder should be")
         return [encrypting(FolderHost(blocked / "vault"), Key.generate()),
                 encrypting(FolderHost(tmp_path / "keyless"), None)]
+
+
+def test_a_sealed_copy_is_located_by_its_keyed_name(tmp_path: Path) -> None:
+    """An encrypting host stores a sealed copy under the file's keyed name, so a node with
+    the key tells its own file's sealed copy from another's; without the key it cannot."""
+    key = Key.generate()
+    inner = FolderHost(tmp_path / "vault")
+    host = encrypting(inner, key)
+    (tmp_path / "mine").write_bytes(b"mine")
+    (tmp_path / "other").write_bytes(b"other")
+    mine, other = sha256_hex(b"mine"), sha256_hex(b"other")
+    locator = host.upload(tmp_path / "mine", "mine", mine)
+    elsewhere = host.upload(tmp_path / "other", "other", other)
+    assert key.object_name(mine) in locator and mine not in locator  # the host learns no hash
+    assert host.locates(locator, mine) is True
+    assert host.locates(elsewhere, mine) is None  # another keyed name (or an older sealing's hash)
+    assert host.locates(inner.upload(tmp_path / "other", "other", other), other) is None  # plain bytes
+    assert host.locates("file:///etc/passwd", mine) is False
+    assert encrypting(inner, None).locates(locator, mine) is None  # no key: cannot be told
+    assert encrypting(inner, Key.generate()).locates(locator, mine) is None

@@ -67,9 +67,14 @@ def test_hostile_locators_from_a_dump_are_refused_by_the_hosts(node: Factory, tm
                                                                 url: str) -> None:
     vault = tmp_path / "vault"
     cm = node(hosts=[vault.as_uri(), "memory://m"])
-    cm.data_load(json.dumps({"version": "0.2", "datetime": 1, "filename": "x", "filesize": 4,
-                             "filehash": H, "uploads": [{"host_name": "vault", "url": url},
-                                                        {"host_name": "m", "url": url}]}))
+    dump = json.dumps({"version": "0.2", "datetime": 1, "filename": "x", "filesize": 4,
+                       "filehash": H, "uploads": [{"host_name": "vault", "url": url},
+                                                  {"host_name": "m", "url": url}]})
+    with pytest.raises(InvalidDump, match=r"record 0, field 'uploads'.*cannot be this file's copy"):
+        cm.data_load(dump)  # refused by the merge: nothing of it is stored
+    assert cm.catalog.count() == 0
+    # Entries stored before locators were checked are refused again at download time.
+    cm.catalog.merge(payload.parse(dump).records)
     assert cm.warm_up(H) is False
     assert all("url" not in u for u in cm.info(H)["uploads"])  # both recorded as lost copies
 

@@ -20,6 +20,7 @@ from cloudmanager.hosts.s3 import S3Host
 from cloudmanager.testing import HostConformance, assert_refuses_locators, get_bytes, put_bytes, sha256_hex
 from tests.servers.s3 import S3Server
 from tests.servers.webdav import Relay
+from tests.test_planted import check_a_planted_locator_on
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -342,3 +343,9 @@ def test_locators_outside_the_prefix_are_refused(s3_server: S3Server, s3_bucket:
     # Only the ab/cd/<hash> tail is trusted: this host's own bucket and prefix are read.
     assert get_bytes(host, f"s3://another-bucket/elsewhere/{tail}") == b"inside"
     assert get_bytes(host, locator) == b"inside"
+
+
+def test_a_planted_locator_deletes_nothing_of_another_file(s3_server: S3Server, s3_bucket: str,
+                                                         hosts: Callable[..., S3Host],
+                                                         tmp_path: Path) -> None:
+    check_a_planted_locator_on(hosts(s3_bucket, "vault", endpoint_url=s3_server.endpoint_url), tmp_path)

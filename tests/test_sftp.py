@@ -25,6 +25,7 @@ from cloudmanager.hosts.retry import RetryPolicy
 from cloudmanager.hosts.sftp import SftpHost
 from cloudmanager.testing import HostConformance, get_bytes, host_error, put_bytes, sha256_hex
 from tests.servers.sshd import SilentServer, SshdServer
+from tests.test_planted import check_a_planted_locator_on
 
 PASSWORD = "Sup3r-s3cret_pw"
 FAST_RETRY = RetryPolicy(retries=1, base_delay=0.01)
@@ -538,3 +539,7 @@ def test_connections_are_pooled_bounded_and_closed(sshd_server: SshdServer, prox
     _, locator = put_bytes(host, files, b"usable after close")  # a closed host connects again
     assert get_bytes(host, locator) == b"usable after close"
     host.close()
+
+
+def test_a_planted_locator_deletes_nothing_of_another_file(sftp_host: SftpHost, tmp_path: Path) -> None:
+    check_a_planted_locator_on(sftp_host, tmp_path)

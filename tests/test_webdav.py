@@ -20,6 +20,7 @@ from cloudmanager.hosts.retry import RetryPolicy
 from cloudmanager.hosts.webdav import CHUNK, WebdavHost, _verify
 from cloudmanager.testing import HostConformance, assert_refuses_locators, get_bytes, put_bytes, sha256_hex
 from tests.servers.webdav import Relay, WebdavServer
+from tests.test_planted import check_a_planted_locator_on
 
 QUICK = RetryPolicy(retries=2, base_delay=0.0)
 
@@ -374,3 +375,10 @@ def test_concurrent_uploads_into_new_collections(webdav_server: WebdavServer,
         worker.join(60)
     assert all(isinstance(r, str) for r in results), results
     assert len(set(results)) == 9
+
+
+def test_a_planted_locator_deletes_nothing_of_another_file(webdav_server: WebdavServer,
+                                                         hosts: Callable[..., WebdavHost],
+                                                         tmp_path: Path) -> None:
+    check_a_planted_locator_on(hosts(f"{webdav_server.url}/{_fresh()}", user=webdav_server.user,
+                                     password=webdav_server.password), tmp_path)

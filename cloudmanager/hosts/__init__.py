@@ -1,6 +1,6 @@
 """Hosts: the places files are sent to.  See base.py for the contract."""
 
-from .base import Adopter, Checker, Deleter, Host
+from .base import Adopter, ByHash, Checker, Deleter, Host
 from .folder import FolderHost
 from .memory import MemoryHost
 from .plowshare import PlowshareHost
@@ -8,6 +8,7 @@ from .registry import HostSpec, make_host, make_hosts, register, schemes
 
 __all__ = [
     "Adopter",
+    "ByHash",
     "Checker",
     "Deleter",
     "FolderHost",

@@ -16,7 +16,10 @@ Rules every implementation follows:
 * A locator is the string ``upload`` returned (a URL where the host has one).
   Locators also arrive from other nodes' dumps, so they are hostile: a host
   validates every locator before using it and refuses one that points outside
-  its own storage.
+  its own storage.  :meth:`Host.locates` says whether a locator can be the
+  object of a given SHA-256: the manager asks it before a locator from a record
+  is stored, and again before anything is deleted, checked or fetched through
+  it (a record naming another file's object must not delete that file's copy).
 * Files are streamed: no operation holds a whole file in memory (the in-process
   ``memory://`` host, made for tests, is the one exception).
 * Methods may be called from several threads at once.
@@ -44,6 +47,10 @@ class Host(ABC):
     scheme: ClassVar[str]
     #: True for a host that receives sealed bytes only (see hosts/encrypted.py).
     encrypted: ClassVar[bool] = False
+    #: True for a kind that keeps an upload only when its bytes have the SHA-256 it
+    #: is given (another node): it cannot store an object under a name of the
+    #: caller's choosing (hosts/encrypted.py then gives it the sealed bytes' hash).
+    verifies_bytes: ClassVar[bool] = False
 
     def __init__(self, name: str):
         self.name = name
@@ -71,6 +78,22 @@ class Host(ABC):
         other failure.  The caller verifies the bytes; a host need not.
         """
 
+    def locates(self, locator: str, digest: str) -> bool | None:
+        """Whether ``locator`` can name the object of the file whose SHA-256 is ``digest``.
+
+        True: it can only be that file's object on this host (a content-addressed
+        layout whose key is ``digest``).  False: it cannot be (it names another
+        object, or is not a locator of this host at all).  None: this kind cannot
+        tell (a file locker's opaque URL, a sealed copy whose name is not keyed).
+        Never raises, never asks the server: it reads the locator only.
+
+        Records from other nodes are hostile: the manager refuses to store a
+        locator for which this is False, and deletes (or counts as a safe copy)
+        only through a locator for which it is True.  The default, for kinds
+        that do not say, is None.
+        """
+        return None
+
     def url(self) -> str:
         """The host's URL as configured, without any secret in it."""
         return f"{self.scheme}://{self.name}"
@@ -80,6 +103,32 @@ class Host(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.url()}>"
+
+
+class ByHash(Host):
+    """A host whose locators name each object by a SHA-256 (the sharded layout
+    ``ab/cd/<sha256>`` of folders, SFTP, WebDAV, S3, rclone; another node's
+    ``/objects/<sha256>``): whether a locator is a file's is read from the locator.
+
+    A kind implements :meth:`_digest_of`; :meth:`key_of` and :meth:`locates` are
+    built on it.
+    """
+
+    @abstractmethod
+    def _digest_of(self, locator: str) -> str:
+        """The SHA-256 that ``locator`` names; HostError (ObjectMissing) when it is not
+        a locator of this host."""
+
+    def key_of(self, locator: str) -> str | None:
+        """The SHA-256 that ``locator`` names, or None when it is not a locator of this host."""
+        try:
+            return self._digest_of(locator)
+        except (HostError, ValueError):  # ValueError: urlsplit's, for a malformed URL
+            return None
+
+    def locates(self, locator: str, digest: str) -> bool:
+        """True when ``locator`` is one of this host's and names ``digest``'s object."""
+        return self.key_of(locator) == digest
 
 
 class Deleter(ABC):

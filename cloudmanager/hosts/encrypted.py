@@ -6,8 +6,15 @@ file's name, nor its SHA-256, nor its bytes.  The wrapper keeps the inner host's
 name (the catalog and dumps see the same host) and its abilities (delete, check).
 
 Uploads seal the file into a temporary file first (hosts take a path), hashing
-the sealed bytes on the way: content-addressed hosts (folders, other nodes) get
-the sealed bytes' own SHA-256.  Downloads open the bytes as they stream in and
+the sealed bytes on the way.  A content-addressed host stores the sealed copy
+under the file's keyed name (HMAC of its SHA-256, see Key.object_name), so that
+a node with the key can tell from a locator whose sealed copy it names; a host
+that verifies the bytes it is given (another node) gets the sealed bytes' own
+SHA-256 instead.  Whether a locator is a file's sealed copy (:meth:`locates`)
+is True only for its keyed name; it cannot be told (None) for the sealed bytes'
+hash (another node, and copies sealed before keyed names), for a host whose
+locators are opaque, or without the key: such copies are fetched (and verified
+on the way) but never deleted through a locator.  Downloads open the bytes as they stream in and
 raise HostError for anything not authentic, so the manager tries the next host.
 """
 
@@ -21,7 +28,7 @@ from pathlib import Path
 from ..crypto import DecryptError, Decryptor, Key, encrypt, plain_size
 from ..errors import HostError, HostUnsupported
 from ..streams import Handoff, HashingWriter, Sink
-from .base import Adopter, Checker, Deleter, Host
+from .base import Adopter, ByHash, Checker, Deleter, Host
 
 
 class EncryptedHost(Host):
@@ -67,7 +74,8 @@ class EncryptedHost(Host):
                 except OSError as exc:
                     raise HostError(self.name, f"cannot seal the file for it: {exc.strerror or exc}") from exc
             send = self.inner.adopt if isinstance(self.inner, Adopter) else self.inner.upload
-            return send(Path(temp), key.object_name(digest), sealed.hexdigest())
+            keyed = key.object_name(digest)
+            return send(Path(temp), keyed, sealed.hexdigest() if self.inner.verifies_bytes else keyed)
         finally:
             Path(temp).unlink(missing_ok=True)
 
@@ -80,9 +88,35 @@ class EncryptedHost(Host):
         except DecryptError as exc:
             raise HostError(self.name, f"refused its copy: {exc}") from None
 
+    def locates(self, locator: str, digest: str) -> bool | None:
+        """Whether ``locator`` can be this file's sealed copy (see the module's notes)."""
+        return sealed_locates(self.inner, self.key, locator, digest)
+
     def close(self) -> None:
         """Close the inner host."""
         self.inner.close()
+
+
+def underneath(host: Host) -> Host:
+    """The host that stores the bytes: the inner one of an encrypting host, else ``host``."""
+    return host.inner if isinstance(host, EncryptedHost) else host
+
+
+def sealed_locates(inner: Host, key: Key | None, locator: str, digest: str) -> bool | None:
+    """Whether ``locator``, on ``inner``, can be the copy of ``digest`` sealed with ``key``.
+
+    False when it is not a locator of ``inner`` at all; True when it names the
+    file's keyed name; None otherwise (the sealed bytes' own hash, an opaque
+    locator, or no key to compute the keyed name with).
+    """
+    if not isinstance(inner, ByHash):
+        return None if inner.locates(locator, digest) is not False else False
+    named = inner.key_of(locator)
+    if named is None:
+        return False
+    if key is not None and named == key.object_name(digest):
+        return True
+    return None
 
 
 class _Deletes(EncryptedHost, Deleter):

@@ -20,13 +20,13 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import HostError, ObjectMissing
 from ..streams import Sink, copy_stream
-from .base import Adopter, Checker, Deleter, Host
+from .base import Adopter, ByHash, Checker, Deleter, Host
 from .registry import HostSpec
 
 _KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})\Z")
 
 
-class FolderHost(Host, Adopter, Deleter, Checker):
+class FolderHost(ByHash, Adopter, Deleter, Checker):
     """A local or mounted folder."""
 
     scheme = "file"
@@ -45,14 +45,19 @@ class FolderHost(Host, Adopter, Deleter, Checker):
     def _object(self, digest: str) -> Path:
         return self.root / digest[:2] / digest[2:4] / digest
 
-    def _path(self, locator: str) -> Path:
-        parts = urlsplit(locator)
-        match = _KEY.search(unquote(parts.path)) if parts.scheme == "file" else None
+    def _digest_of(self, locator: str) -> str:
+        """The hash a locator names: a ``file://`` URL ending in ab/cd/<hash>."""
+        parts = urlsplit(locator) if isinstance(locator, str) else None
+        match = _KEY.search(unquote(parts.path)) if parts is not None and parts.scheme == "file" else None
         if match is None:
-            raise ObjectMissing(self.name, f"not a locator of this folder host: {locator[:200]!r}")
+            raise ObjectMissing(self.name, f"not a locator of this folder host: {str(locator)[:200]!r}")
+        return match.group(3)
+
+    def _path(self, locator: str) -> Path:
+        digest = self._digest_of(locator)
         if not self.root.is_dir():  # unmounted or stopped: it cannot say what it holds
             raise HostError(self.name, f"{self.root} is not there (not mounted?)")
-        return self._object(match.group(3))
+        return self._object(digest)
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Copy ``source`` into the folder (atomic; skipped when already there)."""

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..errors import ObjectMissing
+from ..names import is_sha256
 from ..streams import Sink
-from .base import Checker, Deleter, Host
+from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec
 
 
-class MemoryHost(Host, Deleter, Checker):
+class MemoryHost(ByHash, Deleter, Checker):
     """An in-process dictionary of objects, shared by name."""
 
     scheme = "memory"
@@ -38,11 +39,13 @@ class MemoryHost(Host, Deleter, Checker):
                 if name is None or key == name:
                     store.clear()
 
-    def _key(self, locator: str) -> str:
+    def _digest_of(self, locator: str) -> str:
+        """The hash a locator names: ``memory://NAME/<sha256>``."""
         prefix = f"memory://{self.name}/"
-        if not locator.startswith(prefix):
-            raise ObjectMissing(self.name, f"not a locator of this host: {locator[:200]!r}")
-        return locator[len(prefix):]
+        key = locator[len(prefix):] if isinstance(locator, str) and locator.startswith(prefix) else ""
+        if not is_sha256(key):
+            raise ObjectMissing(self.name, f"not a locator of this host: {str(locator)[:200]!r}")
+        return key
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Keep the file's bytes under its hash."""
@@ -54,7 +57,7 @@ class MemoryHost(Host, Deleter, Checker):
     def download(self, locator: str, out: Sink) -> None:
         """Write the stored bytes to ``out``."""
         with self._guard:
-            data = self.objects.get(self._key(locator))
+            data = self.objects.get(self._digest_of(locator))
         if data is None:
             raise ObjectMissing(self.name, "no such object")
         out.write(data)
@@ -62,12 +65,12 @@ class MemoryHost(Host, Deleter, Checker):
     def delete(self, locator: str) -> None:
         """Forget the object."""
         with self._guard:
-            self.objects.pop(self._key(locator), None)
+            self.objects.pop(self._digest_of(locator), None)
 
     def check(self, locator: str) -> int | None:
         """The object's size."""
         with self._guard:
-            data = self.objects.get(self._key(locator))
+            data = self.objects.get(self._digest_of(locator))
         if data is None:
             raise ObjectMissing(self.name, "no such object")
         return len(data)

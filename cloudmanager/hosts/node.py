@@ -37,7 +37,7 @@ from ..errors import HostError, ObjectMissing
 from ..names import is_sha256
 from ..nodeclient import DEFAULT_PORT, DEFAULT_TIMEOUT, NodeClient
 from ..streams import Sink
-from .base import Checker, Deleter, Host
+from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec, option, seconds
 from .retry import RetryPolicy
 
@@ -46,10 +46,11 @@ OPTIONS = frozenset({"timeout", "retries", "retry_delay", "ca"})
 _OBJECT = re.compile(r"/objects/([0-9a-f]{64})")
 
 
-class NodeHost(Host, Deleter, Checker):
+class NodeHost(ByHash, Deleter, Checker):
     """The store of another node, served by its ``cm serve``."""
 
     scheme = "cm"
+    verifies_bytes = True  # the node keeps a file only when its bytes are the hash given
 
     def __init__(self, url: str, token: str, *, name: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  ca: str | None = None, retry: RetryPolicy | None = None):

@@ -21,6 +21,12 @@ from .base import Host
 from .registry import HostSpec
 
 
+def _is_locker_url(locator: str) -> bool:
+    """True for what plowdown may be given: an http(s) URL without whitespace."""
+    return (isinstance(locator, str) and locator.startswith(("http://", "https://"))
+            and not any(ch.isspace() for ch in locator))
+
+
 def _wrapper(module: str) -> Any:
     from plowshare.plowshare import Plowshare
 
@@ -66,9 +72,15 @@ class PlowshareHost(Host):
             raise HostError(self.name, f"plowup printed no URL: {str(url)[:200]!r}")
         return url
 
+    def locates(self, locator: str, digest: str) -> bool | None:
+        """None for a file locker URL: the locker's URLs are opaque, nothing in them says
+        which file they hold (this kind cannot delete, so nothing is ever deleted through
+        one); False for anything else."""
+        return None if _is_locker_url(locator) else False
+
     def download(self, locator: str, out: Sink) -> None:
         """Run ``plowdown URL -o DIR --temp-rename`` and stream the file to ``out``."""
-        if not locator.startswith(("http://", "https://")) or any(ch.isspace() for ch in locator):
+        if not _is_locker_url(locator):
             raise HostError(self.name, f"not a file locker URL: {locator[:200]!r}")
         self._need("plowdown")
         with tempfile.TemporaryDirectory(prefix="cm-plowdown-") as folder:

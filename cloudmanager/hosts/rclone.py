@@ -87,7 +87,7 @@ from urllib.parse import quote, unquote
 from ..errors import HostError, ObjectMissing
 from ..names import is_sha256
 from ..streams import Sink
-from .base import Checker, Deleter, Host
+from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec, option, seconds
 from .retry import RetryPolicy
 
@@ -208,7 +208,7 @@ def clean_path(path: str) -> str:
     return f"/{kept}" if path.startswith("/") else kept
 
 
-class RcloneHost(Host, Deleter, Checker):
+class RcloneHost(ByHash, Deleter, Checker):
     """A folder on an rclone remote, reached by running the ``rclone`` command."""
 
     scheme = "rclone"

@@ -61,7 +61,7 @@ from botocore.config import Config
 
 from ..errors import HostError, ObjectMissing
 from ..streams import Sink
-from .base import Checker, Deleter, Host
+from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec
 from .retry import RetryPolicy, retry_after
 
@@ -140,7 +140,7 @@ class _Resume:
         return size
 
 
-class S3Host(Host, Deleter, Checker):
+class S3Host(ByHash, Deleter, Checker):
     """A bucket (and a prefix in it) on S3 or an S3-compatible store."""
 
     scheme = "s3"

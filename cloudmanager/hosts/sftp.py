@@ -78,7 +78,7 @@ from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import HostError, ObjectMissing
 from ..streams import Sink
-from .base import Checker, Deleter, Host
+from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec, option, seconds
 from .retry import RetryPolicy
 
@@ -229,7 +229,7 @@ def _load_key_file(path: Path, password: str | None) -> paramiko.PKey:
                          f"({type(exc).__name__})") from None
 
 
-class SftpHost(Host, Deleter, Checker):
+class SftpHost(ByHash, Deleter, Checker):
     """A folder on an SSH server, reached through SFTP."""
 
     scheme = "sftp"
@@ -336,14 +336,18 @@ class SftpHost(Host, Deleter, Checker):
     def _locator(self, digest: str) -> str:
         return f"{self.url()}/{digest[:2]}/{digest[2:4]}/{digest}"
 
-    def _path(self, locator: str) -> str:
-        """The server path of the object a locator names; ObjectMissing if it names none."""
+    def _digest_of(self, locator: str) -> str:
+        """The hash a locator names: an sftp URL ending in ab/cd/<hash>; ObjectMissing if it names none."""
         parts = urlsplit(locator) if isinstance(locator, str) else None
         match = _KEY.search(unquote(parts.path)) if parts is not None and parts.scheme == "sftp" else None
         if match is None:
             shown = locator[:200] if isinstance(locator, str) else type(locator).__name__
             raise ObjectMissing(self.name, f"not a locator of this sftp host: {self._scrub(repr(shown))}")
-        return self._object(match.group(3))
+        return match.group(3)
+
+    def _path(self, locator: str) -> str:
+        """The server path of the object a locator names; ObjectMissing if it names none."""
+        return self._object(self._digest_of(locator))
 
     def _scrub(self, text: str) -> str:
         """``text`` with the password, if any, blanked out (belt and braces)."""

@@ -70,7 +70,7 @@ from webdav4.multistatus import parse_multistatus_response  # type: ignore[impor
 
 from ..errors import HostError, ObjectMissing
 from ..streams import Sink
-from .base import Checker, Deleter, Host
+from .base import ByHash, Checker, Deleter, Host
 from .httpstatus import HttpStatus
 from .registry import HostSpec
 from .retry import RetryPolicy
@@ -191,7 +191,7 @@ def _netloc(host: str, port: int | None) -> str:
     return f"{shown}:{port}" if port is not None else shown
 
 
-class WebdavHost(Host, Deleter, Checker):
+class WebdavHost(ByHash, Deleter, Checker):
     """A collection on a WebDAV server (Nextcloud, Apache mod_dav, rclone serve...)."""
 
     scheme = "webdav"
