@@ -1057,9 +1057,7 @@ class CloudManager:
             if fix:
                 self.catalog.uncache(bad + report.damaged)
                 for digest in report.adopted:
-                    record = self.catalog.record(digest)
-                    if record is not None:  # counted as it is: eviction below makes room
-                        self.catalog.admit(record, capacity=max(self.capacity, 1 << 62))
+                    self._adopt(digest)
                 for digest in [d for d in report.quarantined if is_sha256(d)] + report.damaged:
                     try:
                         self.cache.quarantine(self.cache.path(digest))
@@ -1072,6 +1070,26 @@ class CloudManager:
             self._remove_uncounted(victims)
             report.evicted = len(victims)
         return report
+
+    def _adopt(self, digest: str) -> None:
+        """Count a verified uncounted cache file as cached, within the capacity (less
+        recently used files make room).  One that cannot fit is counted all the same
+        when no host holds it (it may be the only copy: over capacity, until sync sends
+        it), and removed when a host does (e.g. evicted by another process that had
+        not removed its bytes yet)."""
+        record = self.catalog.record(digest)
+        if record is None:
+            return
+        admission = self.catalog.admit(record, self.capacity)
+        self._remove_uncounted(admission.victims)
+        if admission.admitted:
+            return
+        entry = self.catalog.entry(digest)
+        if entry is not None and entry.copies == 0:
+            log.warning("%s is held by no host and does not fit the cache: counted over capacity", digest)
+            self.catalog.admit(record, 1 << 62)
+        else:
+            self.cache.remove(digest)
 
     def quarantined(self) -> list[tuple[Path, int]]:
         """What the cache's quarantine holds (bytes found in the cache that were no

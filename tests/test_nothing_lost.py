@@ -241,3 +241,37 @@ def test_upload_again_retries_the_hosts_that_failed_instead_of_reprinting_old_er
     assert list((blocked / "v").rglob(sha(b"retry me")))
     third = cm("--config", conf, "upload", "p.bin")  # nothing to retry: the recorded state
     assert third.stdout.strip().endswith("vault: ok")
+
+
+def test_the_fleet_block_taken_literally_refuses_the_second_node_id_on_one_cache(
+        cm: Run, tmp_path: Path, postgres_url: str) -> None:
+    """Two configurations from the README's fleet block, node ids web-1 and web-2, and no
+    [cache]: both name the default cache folder; the second node is refused, exit 2."""
+    host = f'[[hosts]]\nname = "vault"\nurl = "{(tmp_path / "vault").as_uri()}"\n'
+    one = configuration(tmp_path, "web-1", f'[catalog]\nurl = "{postgres_url}"\nnode = "web-1"\n{host}')
+    two = configuration(tmp_path, "web-2", f'[catalog]\nurl = "{postgres_url}"\nnode = "web-2"\n{host}')
+    (tmp_path / "work" / "f").write_bytes(b"cached on web-1")
+    cm("--config", one, "upload", "f")
+    refused = cm("--config", two, "ls", code=2)
+    assert refused.stderr.count("\n") == 1 and "belongs to node 'web-1'" in refused.stderr
+    listed = json.loads(cm("--config", one, "ls", "--cached", "--json").stdout)
+    assert [row["hash"] for row in listed] == [sha(b"cached on web-1")]
+
+
+def test_adoption_keeps_to_the_capacity_but_never_drops_an_only_copy(
+        tmp_path: Path, write: Callable[..., Path]) -> None:
+    """An uncounted file that verifies is counted within the capacity; when it cannot
+    fit, a copy some host holds goes, a file no host holds is counted over capacity."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a folder")
+    for hosts, only_copy in ((["memory://m"], False), ([(blocked / "v").as_uri()], True)):
+        catalog, cache = tmp_path / f"{only_copy}.sqlite3", tmp_path / f"cache-{only_copy}"
+        with CloudManager(catalog, cache, 100, hosts=hosts) as cm:
+            pinned = cm.upload(write(f"pinned-{only_copy}", b"p" * 60))
+            found = cm.upload(write(f"found-{only_copy}", b"f" * 30))
+            assert pinned and found and cm.pin(pinned)
+            uncount(cm, found)
+        with CloudManager(catalog, cache, 70, hosts=hosts) as cm:  # 60 pinned: 30 more cannot fit
+            assert cm.last_repair.adopted == [found]
+            assert cm.on_cache(found) is only_copy and cm.path(found).exists() is only_copy
+            assert cm.usage_ratio() == (90 / 70 if only_copy else 60 / 70)
