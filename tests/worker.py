@@ -81,7 +81,7 @@ def damage_and_recover(cm: CloudManager, rng: random.Random, known: list[str], m
     cached = [digest for digest in known if cm.on_cache(digest)]
     # One file held only by the cache at a time: such files are never evicted, and
     # more would fill the small cache until a warm-up cannot fit (not a loss).
-    pending = [digest for digest, in_cache in cm.catalog.uncopied() if in_cache]  # of every run
+    pending = cm.catalog.uncopied()  # of every run, counted in the cache or not (yet)
     marker.touch()
     if cached and not pending:
         digest = rng.choice(cached)
