@@ -7,6 +7,7 @@ never disagree and a file whose upload returned its hash is never lost.
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import os
@@ -68,6 +69,15 @@ class LoadReport:
     #: The change sequence numbers the merge gave in this catalog: (first_seq, last_seq].
     first_seq: int = 0
     last_seq: int = 0
+
+
+class _Miss(enum.Enum):
+    """Why a warm-up did not bring a file into the cache."""
+
+    UNKNOWN = "not in the catalog"
+    GONE = "no host gave the file back"
+    DISK = "the cache's disk cannot be written"
+    NO_ROOM = "it does not fit the cache now (full of pinned files and files no host holds yet)"
 
 
 @dataclass(frozen=True)
@@ -621,19 +631,24 @@ class CloudManager:
         process) fetches it while the others wait, then they read the cached
         copy; when the first one fails, each waiter tries the hosts itself.
         """
+        found = self._warm(digest)
+        return None if found is _Miss.UNKNOWN else False if isinstance(found, _Miss) else found
+
+    def _warm(self, digest: str) -> str | _Miss:
+        """:meth:`warm_up`, saying why a file is not in the cache afterwards."""
         if not is_sha256(digest):
-            return None
+            return _Miss.UNKNOWN
         entry = self.catalog.entry(digest)
         if entry is None:
-            return None
+            return _Miss.UNKNOWN
         if (path := self._cached_copy(digest, entry.cached, entry.size)) is not None:
             return path
         if entry.size > self.capacity:
-            return False
+            return _Miss.NO_ROOM
         with self.cache.fetching(digest):
             record = self.catalog.record(digest)  # again: the reader before us may have fetched it
             if record is None:  # forgotten meanwhile
-                return None
+                return _Miss.UNKNOWN
             if (path := self._cached_copy(digest, self.catalog.is_cached(digest), record.size)) is not None:
                 return path
             return self._fetch(record)
@@ -726,23 +741,28 @@ class CloudManager:
         """Warm the file up and hold it: the path given stays readable until the block
         ends, even if the file is evicted meanwhile (by this or another process).
 
-        A file larger than the cache is not cached: the path is then a verified
-        temporary copy, fetched for this block only and not counted in the cache.
-        Gives None for an unknown or malformed hash; raises Unavailable when the
-        file cannot be brought back (or is evicted again and again before it is held).
+        A file that does not fit the cache (larger than it, or not now: the cache
+        is full of pinned files and files no host holds yet) is not cached: the
+        path is then a verified temporary copy, fetched for this block only and not
+        counted in the cache.  Gives None for an unknown or malformed hash; raises
+        Unavailable when the file cannot be brought back (or is evicted again and
+        again before it is held).
         """
-        record = self._oversize(digest)
-        if record is not None:
-            with self._spooled(record) as spool:
-                yield spool
-            return
         for _ in range(3):
-            path = self.warm_up(digest)
-            if path is None:
+            path = self._warm(digest)
+            if path is _Miss.UNKNOWN:
                 yield None
                 return
-            if path is False:
-                raise Unavailable(f"{digest}: no host gave the file back, or it does not fit the cache")
+            if path is _Miss.NO_ROOM:
+                record = self.catalog.record(digest)
+                if record is None:  # forgotten meanwhile
+                    yield None
+                    return
+                with self._spooled(record) as spool:
+                    yield spool
+                return
+            if isinstance(path, _Miss):
+                raise Unavailable(f"{digest}: {path.value}")
             with ExitStack() as stack:
                 try:
                     copy = stack.enter_context(self.cache.hold(digest))
@@ -787,19 +807,19 @@ class CloudManager:
             return host
         return encrypting(bare, self.key) if self.key is not None else None
 
-    def _fetch(self, record: FileRecord) -> str | Literal[False]:
-        """Fetch the file from its hosts into the cache; its path, or False."""
+    def _fetch(self, record: FileRecord) -> str | _Miss:
+        """Fetch the file from its hosts into the cache; its path, or why not."""
         with self.cache.temp() as temp:
             try:
                 problem = self._fetch_into(record, temp)
             except OSError as exc:  # our disk, not the hosts
                 log.error("cannot write to the cache: %s", exc)
-                return False
+                return _Miss.DISK
             if problem is not None:
                 log.warning("%s: %s", record.hash, problem)
-                return False
+                return _Miss.GONE
             if not self._place(temp, record):
-                return False
+                return _Miss.NO_ROOM
             return str(self.cache.path(record.hash))
 
     def _fetch_into(self, record: FileRecord, out: TempFile) -> str | None:

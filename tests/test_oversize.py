@@ -225,3 +225,20 @@ def test_memory_stays_bounded_getting_and_syncing_a_large_file(tmp_path: Path) -
         assert filecmp.cmp(source, tmp_path / "back.bin", shallow=False)
         assert get_peak < MEMORY_BOUND and sync_peak < MEMORY_BOUND, (get_peak, sync_peak)
         assert cm.catalog.usage() == (0, 0)
+
+
+def test_a_file_that_fits_but_not_now_is_brought_back_without_caching_it(
+        node: Factory, write: Callable[..., Path], tmp_path: Path) -> None:
+    """The cache is full of pinned files: warm_up cannot place the file, but get and open
+    still bring it back (verified, not counted), as for a file larger than the cache."""
+    cm = node(capacity=100, hosts=[(tmp_path / "vault").as_uri()])
+    pinned = cm.upload(write("pinned", b"p" * 80))
+    assert pinned and cm.pin(pinned)
+    wanted = cm.upload(write("wanted", b"w" * 50))  # it does not fit beside the pinned one: sent only
+    assert wanted and not cm.on_cache(wanted)
+    assert cm.warm_up(wanted) is False
+    with cm.open(wanted) as handle:  # type: ignore[union-attr]
+        assert handle.read() == b"w" * 50
+    assert cm.get(wanted, tmp_path / "out") == tmp_path / "out"
+    assert (tmp_path / "out").read_bytes() == b"w" * 50
+    assert not cm.on_cache(wanted) and cm.usage_ratio() == 0.8
