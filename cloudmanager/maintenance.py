@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import locators
-from .cache import Cache
+from .cache import Cache, Owner
 from .errors import HostError, ObjectMissing
 from .hosts import Checker, Deleter, Host
 from .hosts.encrypted import underneath
@@ -27,7 +27,8 @@ from .records import FileRecord
 from .streams import Discard, HashingWriter, TooManyBytes, copy_hashing
 
 if TYPE_CHECKING:
-    from .manager import CloudManager
+    from .catalog import CatalogBase
+    from .transfers import Transfers
 
 DAY = 86_400
 
@@ -42,28 +43,29 @@ class ForgetReport:
     failed: dict[str, str] = field(default_factory=dict)  # host -> error (the record is kept)
 
 
-def forget(cm: CloudManager, digest: str, *, from_hosts: bool = False) -> ForgetReport | None:
+def forget(transfers: Transfers, cache: Cache, digest: str, *,
+           from_hosts: bool = False) -> ForgetReport | None:
     """Remove a file from the cache and the catalog; with ``from_hosts``, first
     delete its copies from the hosts that can delete.  When a deletion fails
     the record is kept (so the copy is not lost track of) and the failure is
     reported.  A copy is deleted only through a locator that can only be this
     file's (see locators.py): a record from another node may name another file's
     object.  None for an unknown file."""
-    record = cm.catalog.record(digest)
+    record = transfers.catalog.record(digest)
     if record is None:
         return None
     report = ForgetReport()
     for upload in record.uploads:
         if upload.url is None:
             continue
-        host = cm.host(upload.host)
+        host = transfers.host(upload.host)
         if not from_hosts:
             report.left[upload.host] = "not asked to delete"
         elif host is None:
             report.left[upload.host] = "not a host of this node"
         elif not isinstance(host, Deleter):
             report.left[upload.host] = "this kind of host cannot delete"
-        elif (refused := locators.not_deletable(host, upload, digest, cm.key)) is not None:
+        elif (refused := locators.not_deletable(host, upload, digest, transfers.key)) is not None:
             report.left[upload.host] = refused
         else:
             try:
@@ -71,13 +73,13 @@ def forget(cm: CloudManager, digest: str, *, from_hosts: bool = False) -> Forget
             except HostError as exc:
                 report.failed[upload.host] = exc.reason
                 continue
-            cm.catalog.drop_upload(digest, upload.host)
+            transfers.catalog.drop_upload(digest, upload.host)
             report.deleted.append(upload.host)
     if report.failed:
         return report
-    cm.catalog.uncache([digest])
-    cm.cache.remove(digest)
-    report.forgotten = cm.catalog.forget(digest)
+    transfers.catalog.uncache([digest])
+    cache.remove(digest)
+    report.forgotten = transfers.catalog.forget(digest)
     return report
 
 
@@ -91,8 +93,8 @@ class RelocateReport:
     switched: bool = False
 
 
-def relocate(cm: CloudManager, target: Path,
-             on_switch: Callable[[Path], object] | None = None) -> RelocateReport:
+def relocate(catalog: CatalogBase, cache: Cache, owner: Owner, target: Path,
+             on_switch: Callable[[Path], object] | None = None) -> tuple[RelocateReport, Cache | None]:
     """Move the cache to ``target``: copy each cached file, verify its SHA-256,
     switch to the new directory, then remove the old copies.
 
@@ -107,9 +109,11 @@ def relocate(cm: CloudManager, target: Path,
     host, nothing is switched.  ``target`` must be empty or new, and not inside
     the current cache (nor contain it).  Other processes using this cache
     should be stopped first: they would keep writing to the old directory.
+    Returns the report and the cache in its new place (None when nothing was
+    switched), which the caller uses from then on.
     """
     target = target.expanduser().resolve()
-    old_root = cm.cache.root.resolve()
+    old_root = cache.root.resolve()
     if target == old_root or old_root in target.parents or target in old_root.parents:
         raise ValueError(f"{target} overlaps the current cache {old_root}")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -120,11 +124,11 @@ def relocate(cm: CloudManager, target: Path,
     staging_lock = target.parent / f".{target.name}.relocating.lock"
     target.parent.mkdir(parents=True, exist_ok=True)
     new = Cache(target, FileLock(staging_lock))
-    with cm.cache.lock.exclusive():
-        counted = cm.catalog.cached_sizes()
-        pending = {e for e in counted if (entry := cm.catalog.entry(e)) is not None and entry.copies == 0}
+    with cache.lock.exclusive():
+        counted = catalog.cached_sizes()
+        pending = {e for e in counted if (entry := catalog.entry(e)) is not None and entry.copies == 0}
         for digest, size in counted.items():
-            problem = _copy_verified(cm.cache.path(digest), new, digest, size)
+            problem = _copy_verified(cache.path(digest), new, digest, size)
             if problem is None:
                 report.moved += 1
             else:
@@ -132,25 +136,25 @@ def relocate(cm: CloudManager, target: Path,
         staging_lock.unlink(missing_ok=True)
         if set(report.failed) & pending:
             shutil.rmtree(target, ignore_errors=True)
-            return report  # a file held by no host could not be moved: nothing switched
+            return report, None  # a file held by no host could not be moved: nothing switched
         # Ownership moves with the files: the new folder is marked first, and the
         # old one unmarked before the switch, so that whichever folder the
         # configuration names after a crash, the catalog lets it in.
-        new.write_owner(cm.owner)
-        cm.cache.disown()
+        new.write_owner(owner)
+        cache.disown()
         try:
             if on_switch is not None:
                 on_switch(target)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
-            cm.cache.write_owner(cm.owner)
+            cache.write_owner(owner)
             raise
-        cm.catalog.set_cache_owner(str(target))
-        cm.catalog.uncache(report.failed)
-        cm.cache = Cache(target, cm.cache.lock, cm.cache.quarantine_dir)
+        catalog.set_cache_owner(str(target))
+        catalog.uncache(report.failed)
+        moved = Cache(target, cache.lock, cache.quarantine_dir)
         report.switched = True
     shutil.rmtree(old_root, ignore_errors=True)
-    return report
+    return report, moved
 
 
 def _copy_verified(source: Path, new: Cache, digest: str, size: int) -> str | None:
@@ -178,7 +182,7 @@ class ExpireReport:
     cannot_delete: list[str] = field(default_factory=list)  # hosts with keep_days that can't delete
 
 
-def expire(cm: CloudManager, *, force: bool = False, now: float | None = None) -> ExpireReport:
+def expire(transfers: Transfers, *, force: bool = False, now: float | None = None) -> ExpireReport:
     """Delete host copies older than their host's ``keep_days``, where the host can.
 
     A copy that is the file's last one is kept and reported, unless ``force``:
@@ -189,16 +193,16 @@ def expire(cm: CloudManager, *, force: bool = False, now: float | None = None) -
     """
     report = ExpireReport()
     now = time.time() if now is None else now
-    for host in cm.hosts:
+    for host in transfers.hosts:
         if host.keep_days is None:
             continue
         if not isinstance(host, Deleter):
             report.cannot_delete.append(host.name)
             continue
         cutoff = int(now - host.keep_days * DAY)
-        for digest, _locator, _copies in cm.catalog.copies_older_than(host.name, cutoff):
-            record = cm.catalog.record(digest)
-            verified, refused = _held(cm, record) if record is not None else ({}, {})
+        for digest, _locator, _copies in transfers.catalog.copies_older_than(host.name, cutoff):
+            record = transfers.catalog.record(digest)
+            verified, refused = _held(transfers, record) if record is not None else ({}, {})
             if host.name in refused:
                 report.unverified.append((digest, host.name, refused[host.name]))
                 continue
@@ -212,22 +216,22 @@ def expire(cm: CloudManager, *, force: bool = False, now: float | None = None) -
             except HostError as exc:
                 report.failed.append((digest, host.name, exc.reason))
                 continue
-            cm.catalog.drop_upload(digest, host.name)
+            transfers.catalog.drop_upload(digest, host.name)
             report.expired.append((digest, host.name))
     return report
 
 
-def _held(cm: CloudManager, record: FileRecord) -> tuple[dict[str, str], dict[str, str]]:
+def _held(transfers: Transfers, record: FileRecord) -> tuple[dict[str, str], dict[str, str]]:
     """The record's whole copies on this node's hosts: (host -> locator) of those that
     verify as the file's (a locator that can only be the file's), and (host -> why
     not) of the others."""
     verified: dict[str, str] = {}
     refused: dict[str, str] = {}
     for upload in record.uploads:
-        host = cm.host(upload.host)
+        host = transfers.host(upload.host)
         if upload.url is None or host is None:
             continue
-        why = locators.not_deletable(host, upload, record.hash, cm.key)
+        why = locators.not_deletable(host, upload, record.hash, transfers.key)
         if why is None:
             verified[upload.host] = upload.url
         else:
@@ -235,7 +239,7 @@ def _held(cm: CloudManager, record: FileRecord) -> tuple[dict[str, str], dict[st
     return verified, refused
 
 
-def check_hosts(cm: CloudManager) -> dict[str, str | None]:
+def check_hosts(transfers: Transfers) -> dict[str, str | None]:
     """A small round trip to each host (upload, download, compare, delete where it
     can): per host name, None when all went well, else what went wrong."""
     payload = b"cloudmanager host check " + secrets.token_bytes(32)
@@ -244,7 +248,7 @@ def check_hosts(cm: CloudManager) -> dict[str, str | None]:
         probe = Path(folder) / "cloudmanager-check.bin"
         probe.write_bytes(payload)
         digest = hashlib.sha256(payload).hexdigest()
-        for host in cm.hosts:
+        for host in transfers.hosts:
             results[host.name] = _round_trip(host, probe, digest, payload, Path(folder))
     return results
 
@@ -282,7 +286,8 @@ _GONE = "not there any more"
 log = logging.getLogger(__name__)
 
 
-def check_copies(cm: CloudManager, *, verify_hash: bool = False, remove_bad: bool = False) -> CopiesReport:
+def check_copies(transfers: Transfers, *, verify_hash: bool = False,
+                 remove_bad: bool = False) -> CopiesReport:
     """Ask each host whether it still holds each copy recorded for it (as ``git annex
     fsck --from`` and ``rclone check`` do); record a lost copy as that host's error.
 
@@ -293,8 +298,8 @@ def check_copies(cm: CloudManager, *, verify_hash: bool = False, remove_bad: boo
     but only through a locator that can only be the file's (or the share's).
     """
     report = CopiesReport()
-    for record in cm.catalog.records():
-        for copy in _copies(cm, record):
+    for record in transfers.catalog.records():
+        for copy in _copies(transfers, record):
             if copy.host is None or not (verify_hash or isinstance(copy.host, Checker)):
                 report.unchecked += 1
                 continue
@@ -333,29 +338,29 @@ class _Copy:
     locates: bool | None = None  # whether the locator can be this copy's (see locators.py)
 
 
-def _copies(cm: CloudManager, record: FileRecord) -> Iterator[_Copy]:
+def _copies(transfers: Transfers, record: FileRecord) -> Iterator[_Copy]:
     """The whole copies and the shares the catalog says the hosts hold of ``record``."""
     for upload in record.uploads:
         if upload.url is not None:
-            host = cm.host(upload.host)
+            host = transfers.host(upload.host)
             yield _Copy(upload.host, host, upload.url, record.size, record.hash,
-                        partial(_lose_copy, cm, upload.host, record.hash),
-                        host is not None and locators.copy_locates(host, upload, record.hash, cm.key))
+                        partial(_lose_copy, transfers.catalog, upload.host, record.hash),
+                        host is not None and locators.copy_locates(host, upload, record.hash, transfers.key))
     for share in record.shares:
         if share.url is not None:
-            host = cm.host(share.host)
+            host = transfers.host(share.host)
             reader = underneath(host) if host is not None else None  # shares come sealed
             yield _Copy(f"{share.host} (share {share.index})", reader, share.url, share.size, share.digest,
-                        partial(_lose_share, cm, record.hash, share.index),
-                        host is not None and locators.share_locates(host, share, cm.catalog.exists))
+                        partial(_lose_share, transfers.catalog, record.hash, share.index),
+                        host is not None and locators.share_locates(host, share, transfers.catalog.exists))
 
 
-def _lose_copy(cm: CloudManager, host: str, digest: str, problem: str) -> None:
-    cm.catalog.record_fetch(host, f"copy lost: {problem}", digest=digest, lost=True)
+def _lose_copy(catalog: CatalogBase, host: str, digest: str, problem: str) -> None:
+    catalog.record_fetch(host, f"copy lost: {problem}", digest=digest, lost=True)
 
 
-def _lose_share(cm: CloudManager, digest: str, index: int, problem: str) -> None:
-    cm.catalog.share_lost(digest, index, f"share lost: {problem}")
+def _lose_share(catalog: CatalogBase, digest: str, index: int, problem: str) -> None:
+    catalog.share_lost(digest, index, f"share lost: {problem}")
 
 
 def _copy_problem(host: Host, locator: str, size: int, digest: str, verify_hash: bool) -> str | None:

@@ -42,19 +42,17 @@ from .errors import (
     HostError,
     InvalidDump,
     InvalidHash,
-    ObjectMissing,
     Unavailable,
 )
 from .fetching import partial_beside, publish
 from .hosts import Deleter, Host, make_hosts
-from .hosts.base import describe
 from .hosts.encrypted import EncryptedHost, encrypting
-from .hosts.speed import Speeds
 from .locking import FileLock
 from .names import clean_name, is_sha256
 from .paths import default_host_urls
 from .records import FileRecord, Upload
-from .streams import HashingWriter, copy_hashing, copy_stream
+from .streams import copy_hashing, copy_stream
+from .transfers import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +224,14 @@ class CloudManager:
         self.key = key
         #: The default spread policy of uploads (None: whole copies on every host).
         self.spread = Spread.parse(spread) if isinstance(spread, str) else spread
-        self.hosts: list[Host] = make_hosts(default_host_urls() if hosts is None else hosts)
+        made = make_hosts(default_host_urls() if hosts is None else hosts)
         if encrypt:
-            self.hosts = [h if isinstance(h, EncryptedHost) else encrypting(h, key) for h in self.hosts]
-        self._by_name = {host.name: host for host in self.hosts}
+            made = [h if isinstance(h, EncryptedHost) else encrypting(h, key) for h in made]
+        #: The configured hosts, in configuration order.
+        self.hosts: list[Host] = made
         self.catalog = open_catalog(database_path, node=node or node_id(storage_path))
+        #: The node's hosts and the transfers to and from them (ranking, sending, fetching).
+        self.transfers = Transfers(made, self.catalog, key)
         #: The catalog and node this node's cache folder belongs to.
         self.owner = Owner(catalog_identity(database_path), node or node_id(storage_path))
         root = Path(storage_path).expanduser()
@@ -244,11 +245,8 @@ class CloudManager:
         self.cache.write_owner(self.owner)
         if self.catalog.cache_owner() != str(root.resolve()):
             self.catalog.set_cache_owner(str(root.resolve()))
-        self._pool: ThreadPoolExecutor | None = None
         self._background: ThreadPoolExecutor | None = None  # sends of accepted files
-        self._pool_guard = threading.Lock()
-        #: How fast each host moved bytes lately (ranks hosts for downloads and spreads).
-        self.speeds = Speeds()
+        self._background_guard = threading.Lock()
         self.last_repair = self.repair()
 
     def _claim(self, root: Path, *, shared_catalog: bool) -> None:
@@ -277,11 +275,7 @@ class CloudManager:
         if self._background is not None:
             self._background.shutdown(wait=True)
             self._background = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        for host in self.hosts:
-            host.close()
+        self.transfers.close()
         self.catalog.close()
 
     def __enter__(self) -> CloudManager:
@@ -322,7 +316,7 @@ class CloudManager:
     @property
     def active_hosts(self) -> list[Host]:
         """The hosts that get new uploads (inactive ones still serve downloads)."""
-        return [host for host in self.hosts if host.active]
+        return self.transfers.active
 
     def upload(self, path: str | os.PathLike[str],
                progress: Callable[[int], object] | None = None, *,
@@ -352,7 +346,7 @@ class CloudManager:
         the file's record afterwards (None when it could be kept nowhere)."""
         policy = Spread.parse(spread) if isinstance(spread, str) else spread or self.spread
         if policy is not None:
-            spreading.preflight(self, policy)  # enough hosts, the key? (before anything is kept)
+            spreading.preflight(self.transfers, policy)  # enough hosts, the key? (before anything is kept)
         source = Path(path)
         info = os.stat(source)
         if stat.S_ISDIR(info.st_mode):
@@ -407,18 +401,18 @@ class CloudManager:
             return self._outcome(source, digest, [])
         try:
             with self.cache.hold(digest) as copy:
-                results = self._send(record, copy, hosts)
+                results = self.transfers.send(record, copy, hosts)
         except FileNotFoundError:  # not cached: the file just hashed
-            results = self._send(record, source, hosts)
+            results = self.transfers.send(record, source, hosts)
         return self._outcome(source, digest, results)
 
     def _distribute(self, record: FileRecord, source: Path, spread: Spread | None) -> list[Upload]:
         """Send a new file to the hosts: whole copies, or spread shares (shown as
         "HOST (share I)"); each host's result."""
         if spread is None:
-            return self._send(record, source, self.active_hosts)
+            return self.transfers.send(record, source, self.active_hosts)
         return [Upload(f"{s.host} (share {s.index})", s.url, s.error)
-                for s in spreading.send(self, record, source, spread)]
+                for s in spreading.send(self.transfers, self.cache, record, source, spread)]
 
     def upload_many(self, paths: Iterable[str | os.PathLike[str]], *, workers: int = 8,
                     progress: Callable[[int], object] | None = None) -> list[str | Literal[False]]:
@@ -488,7 +482,7 @@ class CloudManager:
                 raise CacheFull(f"{digest}: {size} bytes do not fit the cache now (it is full of "
                                 "pinned files and files no host holds yet)")
         if entry is None:
-            with self._pool_guard:
+            with self._background_guard:
                 if self._background is None:
                     self._background = ThreadPoolExecutor(max_workers=2,
                                                           thread_name_prefix="cloudmanager-accept")
@@ -502,7 +496,7 @@ class CloudManager:
         new copies deleted again, where the hosts can."""
         try:
             with self.cache.hold(record.hash) as copy:
-                results = self._send(record, copy, self.active_hosts, record_each=False)
+                results = self.transfers.send(record, copy, self.active_hosts, record_each=False)
         except FileNotFoundError:  # evicted or forgotten meanwhile: nothing left to send
             log.info("%s left the cache before it was sent", record.hash)
             return
@@ -512,7 +506,7 @@ class CloudManager:
         if self.catalog.record_uploads(record.hash, results):
             return
         for result in results:  # forgotten meanwhile: take the new copies back
-            host = self._by_name.get(result.host)
+            host = self.transfers.host(result.host)
             if result.url is not None and isinstance(host, Deleter):
                 try:
                     host.delete(result.url)
@@ -540,47 +534,12 @@ class CloudManager:
                 return self._outcome(source, record.hash, results)
             self.catalog.forget(record.hash)
             return UploadOutcome(source, None, tuple(results), None)
-        results = self._send(record, source, self.active_hosts, record_each=False)
+        results = self.transfers.send(record, source, self.active_hosts, record_each=False)
         if not any(result.ok for result in results):
             return UploadOutcome(source, None, tuple(results), None)
         self.catalog.add(FileRecord(record.hash, record.name, record.size, record.datetime,
                                     tuple(results)))
         return self._outcome(source, record.hash, results)
-
-    def _send(self, record: FileRecord, source: Path, hosts: Sequence[Host], *,
-              record_each: bool = True) -> list[Upload]:
-        """Upload ``source`` to ``hosts`` in parallel; each result is recorded as it
-        arrives (``record_each``) or only the hosts' health is (the caller records)."""
-        size = record.size
-
-        def one(host: Host) -> Upload:
-            try:
-                started = time.monotonic()
-                locator = host.upload(source, record.name, record.hash)
-                self.speeds.note(host.name, size, time.monotonic() - started)
-                if not isinstance(locator, str) or not locator:
-                    raise HostError(host.name, f"upload returned no locator: {locator!r}")
-                result = Upload(host.name, url=locator, encrypted=host.encrypted)
-            except Exception as exc:  # a host's failure is recorded, never raised
-                result = Upload(host.name, error=describe(exc))
-            sent = size if result.ok else 0
-            if record_each:
-                self.catalog.record_upload(record.hash, result, sent=sent)
-            else:
-                self.catalog.note_host(host.name, result.error, sent=sent)
-            return result
-
-        if len(hosts) <= 1:
-            return [one(host) for host in hosts]
-        return list(self.executor().map(one, hosts))
-
-    def executor(self) -> ThreadPoolExecutor:
-        """The node's pool of threads for host transfers."""
-        with self._pool_guard:  # upload_many's threads may ask at the same moment
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self.hosts)),
-                                                thread_name_prefix="cloudmanager-host")
-            return self._pool
 
     # -- cache placement and eviction -------------------------------------------------
 
@@ -772,41 +731,6 @@ class CloudManager:
                 return
         raise Unavailable(f"{digest}: evicted again and again before it could be held")
 
-    def ranked(self, hosts: Sequence[Host]) -> list[Host]:
-        """``hosts``, best first: fewest recent failures, then the fastest lately (in
-        this process), then the latest success."""
-        health = self.catalog.host_health(host.name for host in hosts)
-        return sorted(hosts, key=lambda h: (health[h.name].failures, -self.speeds.rate(h.name),
-                                            -(health[h.name].last_ok or 0)))
-
-    def _sources(self, record: FileRecord) -> list[tuple[Host, str]]:
-        """(host, locator) for every configured host holding a copy this node can
-        read, healthiest first, each with the host object that reads it as stored."""
-        readers: dict[str, tuple[Host, str]] = {}
-        for upload in record.uploads:
-            host = self._by_name.get(upload.host)
-            if upload.url is None or host is None:
-                continue
-            if locators.copy_locates(host, upload, record.hash, self.key) is False:  # never asked for
-                self.catalog.record_fetch(host.name, locators.FOREIGN, digest=record.hash, lost=True)
-                continue
-            reader = self._reader(host, upload.encrypted)
-            if reader is None:
-                log.info("%s: the copy on %s is encrypted and this node has no key", record.hash, host.name)
-                continue
-            readers[host.name] = (reader, upload.url)
-        return [readers[host.name] for host in self.ranked([self._by_name[name] for name in readers])]
-
-    def _reader(self, host: Host, sealed: bool) -> Host | None:
-        """What reads a copy on ``host``: a sealed copy needs the key (None: no key);
-        a plain copy on a host that encrypts now (made before) is read underneath."""
-        bare = host.inner if isinstance(host, EncryptedHost) else host
-        if not sealed:
-            return bare
-        if isinstance(host, EncryptedHost) and host.key is not None:
-            return host
-        return encrypting(bare, self.key) if self.key is not None else None
-
     def _fetch(self, record: FileRecord) -> str | _Miss:
         """Fetch the file from its hosts into the cache; its path, or why not."""
         with self.cache.temp() as temp:
@@ -827,37 +751,13 @@ class CloudManager:
         (a host that fails or lies is recorded and the next one tried), else rebuilt
         from K shares.  None when done; otherwise why not.  Raises OSError when
         ``out`` cannot be written (not the hosts' doing: no other host is tried)."""
-        for host, locator in self._sources(record):
-            out.file.seek(0)
-            out.file.truncate()
-            writer = HashingWriter(out.file, limit=record.size)  # a flood stops here
-            try:
-                started = time.monotonic()
-                host.download(locator, writer)
-                self.speeds.note(host.name, writer.size, time.monotonic() - started)
-            except ObjectMissing as exc:
-                self.catalog.record_fetch(host.name, exc.reason, digest=record.hash, lost=True)
-                continue
-            except Exception as exc:  # a host's failure is recorded, never raised
-                if writer.target_error is not None:  # our disk, not the host: stop here
-                    raise writer.target_error from None
-                if writer.overflow:
-                    self.catalog.record_fetch(host.name, "sent more bytes than the file has",
-                                              fetched=writer.size, digest=record.hash, lost=True)
-                else:
-                    self.catalog.record_fetch(host.name, describe(exc))
-                continue
-            if writer.size != record.size or writer.hexdigest() != record.hash:
-                self.catalog.record_fetch(host.name, "returned other bytes than were stored",
-                                          fetched=writer.size, digest=record.hash, lost=True)
-                continue
-            self.catalog.record_fetch(host.name, None, fetched=writer.size)
+        if self.transfers.fetch_whole(record, out):
             return None
         if record.spread is None:
             return "no host gave the file back"
         out.file.seek(0)
         out.file.truncate()
-        rebuilt = spreading.rebuild(self, record, out)
+        rebuilt = spreading.rebuild(self.transfers, record, out)
         return None if rebuilt is True else rebuilt
 
     # -- sync with hosts and with other nodes -----------------------------------------
@@ -881,7 +781,9 @@ class CloudManager:
         active = self.active_hosts
         wanted: dict[str, list[Host]] = {}
         for digest, host_name in self.catalog.missing_copies([h.name for h in active]):
-            wanted.setdefault(digest, []).append(self._by_name[host_name])
+            host = self.transfers.host(host_name)
+            if host is not None:
+                wanted.setdefault(digest, []).append(host)
         if copies is not None:
             for digest, extra in self._more_copies(copies, active):
                 wanted.setdefault(digest, [])
@@ -889,7 +791,8 @@ class CloudManager:
         changes: dict[str, list[Upload]] = {}
 
         def resend(hosts: list[Host]) -> Callable[[FileRecord, Path], object]:
-            return lambda record, copy: changes.update({record.hash: self._send(record, copy, hosts)})
+            return lambda record, copy: changes.update({record.hash: self.transfers.send(record, copy,
+                                                                                          hosts)})
 
         for digest, hosts in wanted.items():
             if hosts:
@@ -900,13 +803,12 @@ class CloudManager:
                 continue
             if repair or sum(share.ok for share in record.shares) < record.spread[0]:
                 changes[digest] = [Upload(f"{s.host} (share {s.index})", s.url, s.error)
-                                   for s in spreading.repair(self, record)]
+                                   for s in spreading.repair(self.transfers, self.cache, record)]
         return changes
 
     def _more_copies(self, copies: int, active: list[Host]) -> Iterator[tuple[str, list[Host]]]:
         """For each file held by fewer than ``copies`` hosts, the active hosts to add."""
-        health = self.catalog.host_health(h.name for h in active)
-        ranked = sorted(active, key=lambda h: (health[h.name].failures, -(health[h.name].last_ok or 0)))
+        ranked = self.transfers.ranked(active)
         for digest in self.catalog.under_copies(copies):
             record = self.catalog.record(digest)
             if record is None:
@@ -1010,27 +912,32 @@ class CloudManager:
 
     def host(self, name: str) -> Host | None:
         """The configured host of this name, or None."""
-        return self._by_name.get(name)
+        return self.transfers.host(name)
 
     def forget(self, digest: str, *, from_hosts: bool = False) -> maintenance.ForgetReport | None:
         """Remove a file from the cache and the catalog (None when unknown); with
         ``from_hosts``, delete its copies from the hosts that can delete first."""
-        return maintenance.forget(self, digest, from_hosts=from_hosts) if is_sha256(digest) else None
+        if not is_sha256(digest):
+            return None
+        return maintenance.forget(self.transfers, self.cache, digest, from_hosts=from_hosts)
 
     def relocate(self, target: str | os.PathLike[str],
                  on_switch: Callable[[Path], object] | None = None) -> maintenance.RelocateReport:
         """Move the cache to another directory (copy, verify, switch, clean up);
         ``on_switch(new_dir)`` records the new place before the old one is removed."""
-        return maintenance.relocate(self, Path(target), on_switch)
+        report, moved = maintenance.relocate(self.catalog, self.cache, self.owner, Path(target), on_switch)
+        if moved is not None:
+            self.cache = moved
+        return report
 
     def expire(self, *, force: bool = False) -> maintenance.ExpireReport:
         """Delete host copies older than their host's ``keep_days``, keeping last copies
         unless ``force``."""
-        return maintenance.expire(self, force=force)
+        return maintenance.expire(self.transfers, force=force)
 
     def check_hosts(self) -> dict[str, str | None]:
         """A small round trip to each host: None when it went well, else the problem."""
-        return maintenance.check_hosts(self)
+        return maintenance.check_hosts(self.transfers)
 
     # -- consistency --------------------------------------------------------------------
 
@@ -1154,7 +1061,8 @@ class CloudManager:
         """
         report = CheckReport(local=self._audit(fix=repair, verify=verify_hash))
         if hosts:
-            report.hosts = maintenance.check_copies(self, verify_hash=verify_hash, remove_bad=repair)
+            report.hosts = maintenance.check_copies(self.transfers, verify_hash=verify_hash,
+                                                    remove_bad=repair)
             if repair and report.hosts.lost:
                 changes = self.sync(repair=True)
                 report.resent = sum(u.ok for uploads in changes.values() for u in uploads)

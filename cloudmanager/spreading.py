@@ -1,10 +1,11 @@
 """Spread files: N erasure-coded shares on N hosts, any K of which bring the file back.
 
-The manager's orchestration for spread files (as maintenance.py is for the
-administrative commands): cutting a file into shares and sending each to its own
-host, fetching K shares back and rebuilding the file, and rebuilding shares lost
-with a host onto other hosts.  The coding itself is erasure.py's; sealing is
-crypto.py's.  When the hosts are encrypting ones, the file is sealed first and
+What the manager does with spread files (as maintenance.py does the
+administrative commands), given the node's transfers and cache: cutting a file
+into shares and sending each to its own host, fetching K shares back and
+rebuilding the file, and rebuilding shares lost with a host onto other hosts.
+The coding itself is erasure.py's; sealing is crypto.py's.  When the hosts are
+encrypting ones, the file is sealed first and
 the sealed bytes are cut (encrypt, then cut); shares then go to the hosts
 underneath, since they are sealed already.
 
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from .cache import TempFile
+from .cache import Cache, TempFile
+from .catalog import CatalogBase
 from .crypto import DecryptError, Decryptor, Key, encrypt, sealed_size
 from .erasure import ShareError, Spread, decode, encode
 from .errors import HostError, ObjectMissing
@@ -38,7 +40,7 @@ from .records import FileRecord, Share
 from .streams import Discard, Handoff, HashingWriter, Pipe, Sink, Tee, TooManyBytes
 
 if TYPE_CHECKING:
-    from .manager import CloudManager
+    from .transfers import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +59,20 @@ def _key(hosts: Sequence[Host]) -> Key | None:
     return None
 
 
-def choose_hosts(manager: CloudManager, spread: Spread, exclude: set[str] | None = None) -> list[Host]:
+def choose_hosts(transfers: Transfers, spread: Spread, exclude: set[str] | None = None) -> list[Host]:
     """The ``spread.n`` best active hosts (ValueError when there are fewer)."""
-    candidates = [h for h in manager.active_hosts if h.name not in (exclude or set())]
+    candidates = [h for h in transfers.active if h.name not in (exclude or set())]
     if len(candidates) < spread.n:
         raise ValueError(f"a {spread} spread needs {spread.n} active hosts; this node has "
                          f"{len(candidates)}")
-    return manager.ranked(candidates)[: spread.n]
+    return transfers.ranked(candidates)[: spread.n]
 
 
-def preflight(manager: CloudManager, spread: Spread) -> None:
+def preflight(transfers: Transfers, spread: Spread) -> None:
     """Check, before anything is kept, that a new file can be spread: enough active
     hosts, and the key when they encrypt.  ValueError saying what is missing."""
     try:
-        _key(choose_hosts(manager, spread))
+        _key(choose_hosts(transfers, spread))
     except HostError as exc:
         raise ValueError(f"cannot spread: {exc}") from None
 
@@ -80,13 +82,13 @@ def _object_id(digest: str, key: Key | None) -> str:
 
 
 @contextmanager
-def _object_stream(manager: CloudManager, source: Path, key: Key | None) -> Iterator[tuple[BinaryIO, int]]:
+def _object_stream(cache: Cache, source: Path, key: Key | None) -> Iterator[tuple[BinaryIO, int]]:
     """The bytes to cut: the file itself, or sealed into a cache temp first."""
     with open(source, "rb") as plain:
         if key is None:
             yield plain, Path(source).stat().st_size
             return
-        with manager.cache.temp() as sealed:
+        with cache.temp() as sealed:
             handoff = Handoff(sealed.file)  # sealing overlaps writing what is sealed
             try:
                 size = encrypt(plain, handoff, key)
@@ -96,24 +98,24 @@ def _object_stream(manager: CloudManager, source: Path, key: Key | None) -> Iter
                 yield handle, size
 
 
-def send(manager: CloudManager, record: FileRecord, source: Path, spread: Spread,
+def send(transfers: Transfers, cache: Cache, record: FileRecord, source: Path, spread: Spread,
          hosts: Sequence[Host] | None = None) -> list[Share]:
     """Cut the file at ``source`` into shares (sealed first when the hosts encrypt)
     and send share *i* to the *i*-th of ``hosts`` (default: the best active ones), in
     parallel; recorded in the catalog as they go."""
-    chosen = list(hosts) if hosts is not None else choose_hosts(manager, spread)
+    chosen = list(hosts) if hosts is not None else choose_hosts(transfers, spread)
     key = _key(chosen)
-    with _object_stream(manager, source, key) as (stream, size):
-        return _cut_and_send(manager, record, stream, size, spread, key, dict(enumerate(chosen)))
+    with _object_stream(cache, source, key) as (stream, size):
+        return _cut_and_send(transfers, cache, record, stream, size, spread, key, dict(enumerate(chosen)))
 
 
-def _cut_and_send(manager: CloudManager, record: FileRecord, stream: BinaryIO, size: int, spread: Spread,
-                  key: Key | None, hosts: dict[int, Host]) -> list[Share]:
+def _cut_and_send(transfers: Transfers, cache: Cache, record: FileRecord, stream: BinaryIO, size: int,
+                  spread: Spread, key: Key | None, hosts: dict[int, Host]) -> list[Share]:
     """Cut the object (the file, or its sealed bytes when ``key``) read from ``stream``
     into shares, and send share *i* to ``hosts[i]`` (only those shares)."""
     object_id = _object_id(record.hash, key)
     with ExitStack() as stack:
-        temps = [stack.enter_context(manager.cache.temp()) for _ in range(spread.n)]
+        temps = [stack.enter_context(cache.temp()) for _ in range(spread.n)]
         writers = [HashingWriter(temp.file) for temp in temps]
         handoffs = [Handoff(writer) for writer in writers]  # shares hashed and written in parallel
         try:
@@ -130,25 +132,25 @@ def _cut_and_send(manager: CloudManager, record: FileRecord, stream: BinaryIO, s
                 send = bare.adopt if isinstance(bare, Adopter) else bare.upload
                 started = time.monotonic()
                 locator = send(temps[index].path, f"{object_id}.{index}", digest)
-                manager.speeds.note(host.name, length, time.monotonic() - started)
+                transfers.speeds.note(host.name, length, time.monotonic() - started)
                 return Share(index, host.name, url=locator, digest=digest, size=length,
                              encrypted=key is not None)
             except Exception as exc:  # a host's failure is recorded, never raised
                 return Share(index, host.name, error=describe(exc), digest=digest, size=length,
                              encrypted=key is not None)
 
-        shares = list(manager.executor().map(one, sorted(hosts)))
-    manager.catalog.record_shares(record.hash, (spread.k, spread.n), shares)
+        shares = list(transfers.executor().map(one, sorted(hosts)))
+    transfers.catalog.record_shares(record.hash, (spread.k, spread.n), shares)
     return shares
 
 
-def _sources(manager: CloudManager, record: FileRecord) -> list[tuple[Host, Share]]:
+def _sources(transfers: Transfers, record: FileRecord) -> list[tuple[Host, Share]]:
     """(host, share) for every held share on a configured host whose locator can be that
-    share's (see locators.py), best first (CloudManager.ranked)."""
+    share's (see locators.py), best first (Transfers.ranked)."""
     held = [(host, share) for share in record.shares
-            if share.ok and (host := manager.host(share.host)) is not None
+            if share.ok and (host := transfers.host(share.host)) is not None
             and share_locates(host, share) is not False]
-    order = {host.name: i for i, host in enumerate(manager.ranked([h for h, _ in held]))}
+    order = {host.name: i for i, host in enumerate(transfers.ranked([h for h, _ in held]))}
     return sorted(held, key=lambda pair: order[pair[0].name])
 
 
@@ -193,23 +195,23 @@ class _Fetch:
             return "returned other bytes than the share stored", True
         return None
 
-    def record(self, manager: CloudManager, digest: str) -> bool:
+    def record(self, catalog: CatalogBase, digest: str) -> bool:
         """Record how the host did; True when the share is to be avoided."""
         problem = self.problem()
         fetched = self.writer.size if self.writer is not None else 0
         if problem is None:
             if self.error is None:
-                manager.catalog.note_host(self.host.name, None, fetched=fetched)
+                catalog.note_host(self.host.name, None, fetched=fetched)
             return False
         reason, lost = problem
         if lost:
-            manager.catalog.share_lost(digest, self.share.index, reason, fetched)
+            catalog.share_lost(digest, self.share.index, reason, fetched)
         else:
-            manager.catalog.note_host(self.host.name, reason)
+            catalog.note_host(self.host.name, reason)
         return True
 
 
-def _attempt(manager: CloudManager, record: FileRecord, chosen: list[tuple[Host, Share]], out: TempFile,
+def _attempt(transfers: Transfers, record: FileRecord, chosen: list[tuple[Host, Share]], out: TempFile,
              key: Key | None, verify: bool, sealed_out: bool) -> tuple[bool, set[int], str]:
     """Stream K shares from their hosts straight into the decoder (no share touches
     the disk); (rebuilt and verified, the shares to avoid next time, why not).
@@ -218,7 +220,7 @@ def _attempt(manager: CloudManager, record: FileRecord, chosen: list[tuple[Host,
     assert record.spread is not None
     spread = Spread(*record.spread)
     fetches = {share.index: _Fetch(host, share, verify) for host, share in chosen}
-    running = [manager.executor().submit(fetch.run) for fetch in fetches.values()]
+    running = [transfers.executor().submit(fetch.run) for fetch in fetches.values()]
     writer = HashingWriter(Discard() if sealed_out else out.file, limit=record.size)
     opener = Decryptor(writer, key) if key is not None else None
     target: Sink = opener if opener is not None else writer
@@ -245,13 +247,13 @@ def _attempt(manager: CloudManager, record: FileRecord, chosen: list[tuple[Host,
         for fetch in fetches.values():
             fetch.pipe.abandon()
         wait(running)
-    avoid = {i for i, fetch in fetches.items() if fetch.record(manager, record.hash)}
+    avoid = {i for i, fetch in fetches.items() if fetch.record(transfers.catalog, record.hash)}
     if not failure and (writer.size != record.size or writer.hexdigest() != record.hash):
         failure = "its shares rebuild other bytes than were stored"
     return not failure, avoid, failure
 
 
-def rebuild(manager: CloudManager, record: FileRecord, out: TempFile, *,
+def rebuild(transfers: Transfers, record: FileRecord, out: TempFile, *,
             sealed_out: bool = False) -> Literal[True] | str:
     """Write the file rebuilt from K shares into ``out`` and verify its SHA-256
     (``sealed_out``: write the object the shares were cut from, sealed bytes for an
@@ -267,17 +269,17 @@ def rebuild(manager: CloudManager, record: FileRecord, out: TempFile, *,
     assert record.spread is not None
     k, n = record.spread
     sealed = any(share.encrypted for share in record.shares)
-    key = manager.key if sealed else None
+    key = transfers.key if sealed else None
     if sealed and key is None:
         return "its shares are encrypted and this node has no key"
-    sources = _sources(manager, record)
+    sources = _sources(transfers, record)
     avoided: set[int] = set()
     verify = False
     while True:
         chosen = [(host, share) for host, share in sources if share.index not in avoided][:k]
         if len(chosen) < k:
             return f"fewer than {k} of its {n} shares came back"
-        done, avoid, failure = _attempt(manager, record, chosen, out, key, verify, sealed_out)
+        done, avoid, failure = _attempt(transfers, record, chosen, out, key, verify, sealed_out)
         if done:
             return True
         if not avoid and verify:
@@ -296,7 +298,7 @@ def missing_shares(record: FileRecord) -> set[int]:
     return set(range(record.spread[1])) - held
 
 
-def repair(manager: CloudManager, record: FileRecord) -> list[Share]:
+def repair(transfers: Transfers, cache: Cache, record: FileRecord) -> list[Share]:
     """Rebuild the shares of a spread file that no host holds onto other active hosts.
 
     With K shares still held, the object the shares were cut from (the file, or its
@@ -312,34 +314,35 @@ def repair(manager: CloudManager, record: FileRecord) -> list[Share]:
     if not lost:
         return []
     held = {share.index: share for share in record.shares if share.ok}
-    fresh = iter(choose_hosts(manager, Spread(len(lost), len(lost)), exclude={s.host for s in held.values()}))
+    others = {share.host for share in held.values()}
+    fresh = iter(choose_hosts(transfers, Spread(len(lost), len(lost)), exclude=others))
     targets = {index: next(fresh) for index in sorted(lost)}
     sealed = any(share.encrypted for share in record.shares)
     if len(held) >= spread.k:
-        with manager.cache.temp() as cut:
-            rebuilt = rebuild(manager, record, cut, sealed_out=True)
+        with cache.temp() as cut:
+            rebuilt = rebuild(transfers, record, cut, sealed_out=True)
             if rebuilt is not True:
                 log.warning("cannot repair %s: %s", record.hash, rebuilt)
                 return []
             with open(cut.path, "rb") as stream:
-                return _cut_and_send(manager, record, stream, os.fstat(stream.fileno()).st_size, spread,
-                                     manager.key if sealed else None, targets)
+                return _cut_and_send(transfers, cache, record, stream, os.fstat(stream.fileno()).st_size,
+                                     spread, transfers.key if sealed else None, targets)
     try:
-        with manager.cache.hold(record.hash) as copy:
+        with cache.hold(record.hash) as copy:
             if not sealed:
                 with open(copy, "rb") as stream:
-                    return _cut_and_send(manager, record, stream, os.fstat(stream.fileno()).st_size,
+                    return _cut_and_send(transfers, cache, record, stream, os.fstat(stream.fileno()).st_size,
                                          spread, None, targets)
-            key = manager.key
+            key = transfers.key
             if key is None:
                 log.warning("cannot repair %s: its shares are sealed and this node has no key", record.hash)
                 return []
             for index, share in held.items():  # the old sealing's shares are of no use now
-                host = manager.host(share.host)
+                host = transfers.host(share.host)
                 targets[index] = host if host is not None else targets[index]
-                _withdraw(host, share, manager.catalog.exists)
-            with _object_stream(manager, copy, key) as (stream, size):
-                return _cut_and_send(manager, record, stream, size, spread, key, targets)
+                _withdraw(host, share, transfers.catalog.exists)
+            with _object_stream(cache, copy, key) as (stream, size):
+                return _cut_and_send(transfers, cache, record, stream, size, spread, key, targets)
     except FileNotFoundError:
         log.warning("cannot repair %s: fewer than %d shares are held and it is not cached",
                     record.hash, spread.k)

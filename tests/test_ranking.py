@@ -48,7 +48,7 @@ def test_a_warm_up_tries_the_host_that_was_fastest_lately(tmp_path: Path) -> Non
     with CloudManager(tmp_path / "c.db", tmp_path / "cache", 1 << 30,
                       hosts=[slow, FolderHost(tmp_path / "fast", name="fast")]) as cm:
         digest = cm.upload(tmp_path / "f.bin")
-        assert digest and cm.speeds.rate("fast") > cm.speeds.rate("slow") > 0
+        assert digest and cm.transfers.speeds.rate("fast") > cm.transfers.speeds.rate("slow") > 0
         cm.evict([digest])
         path = cm.warm_up(digest)
         assert path and Path(path).read_bytes() == data and slow.downloads == 0
