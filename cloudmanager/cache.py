@@ -26,7 +26,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -70,6 +70,23 @@ class ScanResult:
     removed_temps: list[Path] = field(default_factory=list)  # abandoned (removed when fixing)
     misplaced: list[Path] = field(default_factory=list)  # not cache files (quarantined when fixing)
     foreign: list[Path] = field(default_factory=list)  # left alone, reported
+
+
+@contextmanager
+def new_file(path: Path, mode: int = 0o600, *, locked: bool = False) -> Iterator[TempFile]:
+    """A new file at ``path`` (it must not exist), open for writing and locked by its
+    writer when ``locked``; removed on exit unless it was placed meanwhile."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    if locked:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    handle = os.fdopen(fd, "w+b", buffering=0)
+    temp = TempFile(path, handle)
+    try:
+        yield temp
+    finally:
+        handle.close()
+        if not temp.placed:
+            path.unlink(missing_ok=True)
 
 
 def fsync_dir(path: Path) -> None:
@@ -188,18 +205,11 @@ class Cache:
     @contextmanager
     def temp(self) -> Iterator[TempFile]:
         """A new locked temporary file in the cache; removed on exit unless placed."""
-        with self.lock.shared():  # not created while a scan is removing temps
-            path = self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        handle = os.fdopen(fd, "w+b", buffering=0)
-        temp = TempFile(path, handle)
-        try:
+        with ExitStack() as stack:
+            with self.lock.shared():  # not created while a scan is removing temps
+                temp = stack.enter_context(new_file(self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}",
+                                                    locked=True))
             yield temp
-        finally:
-            handle.close()
-            if not temp.placed:
-                path.unlink(missing_ok=True)
 
     @contextmanager
     def hold(self, digest: str) -> Iterator[Path]:

@@ -11,30 +11,20 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from .cache import TempFile, fsync_dir
+from .cache import TempFile, fsync_dir, new_file
 
 #: How the temporary file beside a destination ``NAME`` ends: ``.NAME.<random>.cm-partial``.
 PARTIAL_SUFFIX = ".cm-partial"
 
 
-@contextmanager
-def partial_beside(destination: Path) -> Iterator[TempFile]:
+def partial_beside(destination: Path) -> AbstractContextManager[TempFile]:
     """A new temporary file beside ``destination``; removed on exit unless
     :func:`publish` moved it there."""
-    path = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    handle = os.fdopen(fd, "w+b", buffering=0)
-    temp = TempFile(path, handle)
-    try:
-        yield temp
-    finally:
-        handle.close()
-        if not temp.placed:
-            path.unlink(missing_ok=True)
+    return new_file(destination.with_name(f".{destination.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"),
+                    0o644)
 
 
 def publish(temp: TempFile, destination: Path) -> Path:
