@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -540,19 +539,14 @@ def hosts(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     cm = ctx.find_object(Node).manager()  # type: ignore[union-attr]
-    held = cm.catalog.held_per_host()
-    health = cm.catalog.host_health(h.name for h in cm.hosts)
-    rows: list[dict[str, Any]] = [{"name": h.name, "kind": h.scheme, "url": h.url(), "active": h.active,
-             "description": h.description, "keep_days": h.keep_days, "files": held.get(h.name, 0),
-             "last_ok": health[h.name].last_ok, "last_error": health[h.name].last_error,
-             "failures": health[h.name].failures} for h in cm.hosts]
+    rows = cm.host_report()
     if as_json:
-        emit_json(rows)
+        emit_json([asdict(row) for row in rows])
         return
     out = table("name", "kind", "url", "active", "files", "last ok", "last error", "description")
     for row in rows:
-        out.add_row(row["name"], row["kind"], row["url"], "yes" if row["active"] else "no", str(row["files"]),
-                    when(row["last_ok"]), row["last_error"] or "-", row["description"] or "")
+        out.add_row(row.name, row.kind, row.url, "yes" if row.active else "no", str(row.files),
+                    when(row.last_ok), row.last_error or "-", row.description or "")
     console().print(out)
 
 
@@ -812,13 +806,10 @@ def link(node: Node, digest: str, expires: str, as_json: bool) -> None:
     except ValueError as exc:
         raise BadInput(f"--expires: {exc}") from None
     cm = node.manager()
-    kept = [host.keep_days for host in cm.hosts if host.keep_days is not None]
-    longest = links.longest_expiry(kept)
-    if seconds > longest:
-        why = "the smallest keep_days of this node's hosts" if longest < links.DEFAULT_MAX_DAYS * links.DAY \
-            else "the longest allowed"
-        raise BadInput(f"--expires {expires}: longer than a link may live here, "
-                       f"{links.describe_seconds(longest)} ({why})")
+    try:
+        until = cm.link_expiry(seconds)
+    except ValueError as exc:
+        raise BadInput(f"--expires {expires}: {exc}") from None
     record = cm.info(need_hash(digest))
     if record is None:
         raise Failure(f"{digest}: not in the catalog")
@@ -826,7 +817,6 @@ def link(node: Node, digest: str, expires: str, as_json: bool) -> None:
     if not serve_config.public_url and config.parse_bind(serve_config.bind)[0] in ("0.0.0.0", "::"):
         click.echo(f"cm: warning: the link names {serve_config.bind}, which only this machine can open: "
                    "set serve.public_url", err=True)
-    until = int(time.time()) + seconds
     url = links.make_link(serve_config.base_url(), config.serve_secret(serve_config), digest, until)
     if as_json:
         emit_json({"url": url, "hash": digest, "name": record["filename"], "expires": until})
