@@ -203,27 +203,22 @@ def evict(node: Node, digests: tuple[str, ...], everything: bool) -> None:
     click.echo(f"evicted {len(evicted)} file(s)")
 
 
-def _pin(node: Node, digest: str, pinned: bool) -> None:
-    if not node.manager().pin(need_hash(digest), pinned):
-        raise Failure(f"{digest}: not in the catalog")
+def _pinning(pinned: bool, summary: str) -> click.Command:
+    """`cm pin` (``pinned``) or `cm unpin`: set whether a file may be evicted."""
+
+    @click.command(name="pin" if pinned else "unpin", help=summary)
+    @click.argument("digest", metavar="HASH")
+    @pass_node
+    @guarded
+    def command(node: Node, digest: str) -> None:
+        if not node.manager().pin(need_hash(digest), pinned):
+            raise Failure(f"{digest}: not in the catalog")
+
+    return command
 
 
-@click.command()
-@click.argument("digest", metavar="HASH")
-@pass_node
-@guarded
-def pin(node: Node, digest: str) -> None:
-    """Keep a file in the cache whatever happens (it is never evicted)."""
-    _pin(node, digest, True)
-
-
-@click.command()
-@click.argument("digest", metavar="HASH")
-@pass_node
-@guarded
-def unpin(node: Node, digest: str) -> None:
-    """Let a pinned file be evicted again."""
-    _pin(node, digest, False)
+pin = _pinning(True, "Keep a file in the cache whatever happens (it is never evicted).")
+unpin = _pinning(False, "Let a pinned file be evicted again.")
 
 
 @click.command()
