@@ -1072,3 +1072,58 @@ class CloudManager:
         report.quarantine = self.quarantined()
         report.lost, report.only_here = self.at_risk()
         return report
+
+    # -- what the faces show (the CLI, the server, peer sync) ---------------------------
+
+    def host_report(self) -> list[HostReport]:
+        """Every configured host as ``cm hosts`` shows it: kind, URL, active,
+        keep_days, how many files it holds a copy of, and how it behaved lately."""
+        held = self.catalog.held_per_host()
+        health = self.catalog.host_health(h.name for h in self.hosts)
+        return [HostReport(name=h.name, kind=h.scheme, url=h.url(), active=h.active,
+                           description=h.description, keep_days=h.keep_days, files=held.get(h.name, 0),
+                           last_ok=health[h.name].last_ok, last_error=health[h.name].last_error,
+                           failures=health[h.name].failures) for h in self.hosts]
+
+    def longest_link(self) -> int:
+        """The longest a share link to this node's files may live, in seconds: the
+        smallest ``keep_days`` of its hosts (a copy may be gone after that), never more
+        than ``server.links.DEFAULT_MAX_DAYS`` days."""
+        from .server import links  # pure functions: no web framework
+
+        return links.longest_expiry(host.keep_days for host in self.hosts)
+
+    def link_expiry(self, seconds: int, now: float | None = None) -> int:
+        """The Unix time at which a share link living ``seconds`` from ``now`` (default:
+        the current time) expires; ValueError naming the longest allowed, and why, when
+        ``seconds`` is longer than :meth:`longest_link`."""
+        from .server import links
+
+        longest = self.longest_link()
+        if seconds > longest:
+            bounded = longest < links.DEFAULT_MAX_DAYS * links.DAY
+            why = "the smallest keep_days of this node's hosts" if bounded else "the longest allowed"
+            raise ValueError(f"longer than a link may live here, {links.describe_seconds(longest)} ({why})")
+        return int(time.time() if now is None else now) + seconds
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """One configured host as :meth:`CloudManager.host_report` tells it."""
+
+    name: str
+    #: The host's kind: its URL scheme (``file``, ``sftp``, ``s3``...).
+    kind: str
+    url: str
+    #: False: the host gets no new uploads (it still serves downloads).
+    active: bool
+    description: str
+    #: Copies older than this many days are removed by `cm expire` (None: kept).
+    keep_days: int | None
+    #: How many files it holds a copy of.
+    files: int
+    #: When it last took or gave back a file (Unix time; None: never).
+    last_ok: int | None
+    last_error: str | None
+    #: How many times it failed lately.
+    failures: int
