@@ -1164,3 +1164,15 @@ class CloudManager:
         report.quarantine = self.quarantined()
         report.lost, report.only_here = self.at_risk()
         return report
+
+    # -- for the faces: the server's page and peer sync (no catalog outside the core) -------
+
+    def peer_cursors(self, peer: str) -> tuple[int, int]:
+        """(the last of the peer's change numbers pulled, the last of ours pushed to it) for
+        the peer named ``peer`` (its URL), as this node remembers them; (0, 0) at first."""
+        return self.catalog.peer_cursors(peer)
+
+    def set_peer_cursor(self, peer: str, *, pulled: int | None = None, pushed: int | None = None) -> None:
+        """Remember how far this node's catalog sync with ``peer`` went (None: unchanged)."""
+        self.catalog.set_peer_cursor(peer, pulled=pulled, pushed=pushed)
+
