@@ -55,6 +55,7 @@ from .names import clean_name, is_sha256
 from .paths import default_host_urls
 from .records import FileRecord, Upload
 from .streams import HashingWriter, copy_hashing, copy_stream
+from .views import FileState, HostState, NodeView
 
 log = logging.getLogger(__name__)
 
@@ -1176,3 +1177,13 @@ class CloudManager:
         """Remember how far this node's catalog sync with ``peer`` went (None: unchanged)."""
         self.catalog.set_peer_cursor(peer, pulled=pulled, pushed=pushed)
 
+    def view(self, newest: int) -> NodeView:
+        """The node at a glance, for its page: the cache's capacity and usage, how many
+        files are known, the ``newest`` files (each with its record and cache state) and
+        every configured host with its health.  A constant number of catalog calls,
+        however large the pool."""
+        used, _ = self.catalog.usage()
+        files = [FileState(record, entry) for record, entry in self.catalog.recent_files(newest)]
+        health = self.catalog.host_health([h.name for h in self.hosts])
+        return NodeView(capacity=self.capacity, used=used, total=self.catalog.count(), files=files,
+                        hosts=[HostState(h, health[h.name]) for h in self.hosts])
