@@ -31,7 +31,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__, config, payload, peersync
+from . import __version__, build, config, payload, peersync
 from .crypto import Key
 from .erasure import Spread
 from .errors import CacheOwned, CloudManagerError, InvalidDump
@@ -80,13 +80,7 @@ class Node:
     def manager(self) -> CloudManager:
         """The node's CloudManager (catalog and cache directories are created)."""
         if self._manager is None:
-            conf = self.config
-            if conf.catalog_url is None:
-                conf.catalog.parent.mkdir(parents=True, exist_ok=True)
-            key = conf.load_key()  # also reads other nodes' sealed copies, when they share the key
-            self._manager = CloudManager(conf.database, conf.cache, conf.capacity,
-                                         hosts=conf.make_hosts(key), key=key, spread=conf.spread,
-                                         node=conf.node)
+            self._manager = build.open_manager(self.config)
         return self._manager
 
     def close(self) -> None:
@@ -827,7 +821,7 @@ def link(node: Node, digest: str, expires: str, as_json: bool) -> None:
         click.echo(f"cm: warning: the link names {serve_config.bind}, which only this machine can open: "
                    "set serve.public_url", err=True)
     until = int(time.time()) + seconds
-    url = links.make_link(serve_config.base_url(), config.serve_secret(serve_config), digest, until)
+    url = links.make_link(serve_config.base_url(), build.serve_secret(serve_config), digest, until)
     if as_json:
         emit_json({"url": url, "hash": digest, "name": record["filename"], "expires": until})
     else:
