@@ -29,14 +29,15 @@ the user config directory the embedded defaults apply (catalog and cache in the
 user data directory, 1 GiB, one folder host ``vault`` there).  Relative paths
 are relative to the configuration file.  Errors name the file, the key and the
 problem; secrets are never shown.
+
+Data only: building the node a configuration describes (its hosts, key,
+manager and serving secret) is build.py's.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,11 +47,9 @@ from typing import Any
 import platformdirs
 
 from .catalog.location import is_server_url, node_id, redact
-from .crypto import Key, KeyFileError
 from .erasure import Spread
 from .errors import CloudManagerError
-from .hosts import Host, make_host
-from .hosts.encrypted import encrypting
+from .hosts import make_host
 from .paths import APP_NAME, data_dir, default_host_urls
 
 if sys.version_info >= (3, 11):
@@ -58,7 +57,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-log = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 1 << 30
 CONFIG_ENV = "CM_CONFIG"
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
@@ -113,14 +111,6 @@ class HostConfig:
     active: bool = True
     encrypt: bool = False  # seal what this host receives (see crypto.py)
 
-    def make(self) -> Host:
-        """The host this record describes."""
-        host = make_host(self.url, name=self.name, token=self.token, config=self.config)
-        host.active = self.active
-        host.keep_days = self.keep_days
-        host.description = self.description
-        return host
-
 
 def parse_bind(value: str) -> tuple[str, int]:
     """``"127.0.0.1:8976"`` or ``"[::1]:8976"`` -> (address, port); ValueError otherwise."""
@@ -136,7 +126,7 @@ class ServeConfig:
 
     ``token`` guards every call but share links (required to serve);
     ``secret`` signs share links and the page's session cookie (when none is
-    given, one is made once, see :func:`serve_secret`); ``public_url`` is the
+    given, one is made once, see ``build.serve_secret``); ``public_url`` is the
     base URL of share links (default: ``http[s]://`` + ``bind``).
     """
 
@@ -164,43 +154,6 @@ class ServeConfig:
     def where(self, key: str) -> str:
         """``FILE: serve.KEY`` for messages."""
         return f"{self.source or 'configuration'}: serve.{key}"
-
-
-def serve_secret(serve: ServeConfig) -> str:
-    """The secret that signs share links and session cookies.
-
-    ``serve.secret``, else the variable named by ``serve.secret_env`` (unset:
-    ConfigError), else a random secret made once and kept in ``serve.secret``
-    in the user config directory (mode 0600), so links stay valid across
-    restarts.
-    """
-    if serve.secret:
-        return serve.secret
-    if serve.secret_env:
-        raise ConfigError(f"{serve.where('secret_env')}: the environment variable "
-                          f"{serve.secret_env} is not set")
-    path = user_config_path().with_name(SECRET_FILE)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{SECRET_FILE}.{secrets.token_hex(8)}")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as out:
-                out.write(secrets.token_hex(32) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.link(partial, path)  # complete, and never replaces one made meanwhile
-        except FileExistsError:
-            pass
-        finally:
-            partial.unlink(missing_ok=True)
-    try:
-        secret = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the node's secret: {exc}") from None
-    if len(secret) < 32:
-        raise ConfigError(f"{path}: the node's secret is too short (remove the file to make a new one)")
-    return secret
 
 
 @dataclass(frozen=True)
@@ -234,29 +187,6 @@ class Config:
     def encrypts(self) -> bool:
         """True when some host receives sealed bytes (a key is needed to upload)."""
         return self.encrypt_all or any(record.encrypt for record in self.hosts)
-
-    def make_hosts(self, key: Key | None = None) -> list[Host]:
-        """The configured hosts (names checked for uniqueness by the manager); those
-        that encrypt seal with ``key`` (None: the node has no key, their copies are
-        unreadable and uploads to them fail, saying so)."""
-        return [encrypting(host, key) if record.encrypt or self.encrypt_all else host
-                for record, host in ((record, record.make()) for record in self.hosts)]
-
-    def load_key(self) -> Key | None:
-        """The node's key from ``key_file`` (None when there is no such file).
-
-        A key file that cannot be read is an error only when some host encrypts;
-        otherwise (the key would only read other nodes' sealed copies) it is
-        skipped with a warning, so that it cannot stop every command."""
-        if not self.key_file.exists():
-            return None
-        try:
-            return Key.load(self.key_file)
-        except KeyFileError as exc:
-            if self.encrypts:
-                raise
-            log.warning("the key file is not used: %s", exc)
-            return None
 
 
 def user_config_path() -> Path:
@@ -460,12 +390,18 @@ class _Reader:
         host = HostConfig(url=url, name=record.get("name"), token=token, config=config,
                           keep_days=keep_days, description=record.get("description", ""), active=active,
                           encrypt=encrypt)
+        return host, self.host_name(host, key)
+
+    def host_name(self, record: HostConfig, key: str) -> str:
+        """The name the record's host gets, from its kind, which checks the URL and the
+        options now, with the file named: the host is made and closed at once, never
+        used (building the node's hosts is build.py's)."""
         try:
-            made = host.make()  # the kind checks its URL and options now, with the file named
+            made = make_host(record.url, name=record.name, token=record.token, config=record.config)
         except ValueError as exc:
             raise self.fail(f"{key}.url", str(exc)) from None
         made.close()
-        return host, made.name
+        return made.name
 
 
 def set_cache_path(conf: Config, cache: Path) -> Path:

@@ -53,6 +53,7 @@ from .paths import default_host_urls
 from .records import FileRecord, Upload
 from .streams import copy_hashing, copy_stream
 from .transfers import Transfers
+from .views import FileState, HostState, NodeView
 
 log = logging.getLogger(__name__)
 
@@ -1105,6 +1106,28 @@ class CloudManager:
             why = "the smallest keep_days of this node's hosts" if bounded else "the longest allowed"
             raise ValueError(f"longer than a link may live here, {links.describe_seconds(longest)} ({why})")
         return int(time.time() if now is None else now) + seconds
+
+    # -- for the faces: the server's page and peer sync (no catalog outside the core) -------
+
+    def peer_cursors(self, peer: str) -> tuple[int, int]:
+        """(the last of the peer's change numbers pulled, the last of ours pushed to it) for
+        the peer named ``peer`` (its URL), as this node remembers them; (0, 0) at first."""
+        return self.catalog.peer_cursors(peer)
+
+    def set_peer_cursor(self, peer: str, *, pulled: int | None = None, pushed: int | None = None) -> None:
+        """Remember how far this node's catalog sync with ``peer`` went (None: unchanged)."""
+        self.catalog.set_peer_cursor(peer, pulled=pulled, pushed=pushed)
+
+    def view(self, newest: int) -> NodeView:
+        """The node at a glance, for its page: the cache's capacity and usage, how many
+        files are known, the ``newest`` files (each with its record and cache state) and
+        every configured host with its health.  A constant number of catalog calls,
+        however large the pool."""
+        used, _ = self.catalog.usage()
+        files = [FileState(record, entry) for record, entry in self.catalog.recent_files(newest)]
+        health = self.catalog.host_health([h.name for h in self.hosts])
+        return NodeView(capacity=self.capacity, used=used, total=self.catalog.count(), files=files,
+                        hosts=[HostState(h, health[h.name]) for h in self.hosts])
 
 
 @dataclass(frozen=True)

@@ -96,8 +96,7 @@ def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
     The cursor is saved after each page, so an interrupted pull goes on from
     there.  ``progress`` is called with the number of records of each page.
     """
-    catalog = manager.catalog
-    since, pushed = catalog.peer_cursors(key)
+    since, pushed = manager.peer_cursors(key)
     exchange = Exchange(key, "pull", cursor=since)
     while True:
         records, cursor, more = peer.catalog_page(since, page)
@@ -109,7 +108,7 @@ def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
         exchange.rejected += len(report.rejected)
         if pushed == report.first_seq:  # what the merge changed came from the peer
             pushed = report.last_seq
-        catalog.set_peer_cursor(key, pulled=cursor, pushed=pushed)
+        manager.set_peer_cursor(key, pulled=cursor, pushed=pushed)
         exchange.cursor = since = cursor
         if progress is not None:
             progress(len(records))
@@ -120,8 +119,7 @@ def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
 def push(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE,
          progress: Callable[[int], object] | None = None) -> Exchange:
     """Send the peer this catalog's changes since the last push."""
-    catalog = manager.catalog
-    pulled, since = catalog.peer_cursors(key)
+    pulled, since = manager.peer_cursors(key)
     exchange = Exchange(key, "push", cursor=since)
     while True:
         records, cursor, more = manager.changes(since, page)
@@ -136,7 +134,7 @@ def push(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
         exchange.rejected += _number(answer, "rejected")
         if "first_seq" in answer and pulled == _number(answer, "first_seq"):
             pulled = _number(answer, "last_seq")  # the peer's changes from our records
-        catalog.set_peer_cursor(key, pulled=pulled, pushed=cursor)
+        manager.set_peer_cursor(key, pulled=pulled, pushed=cursor)
         exchange.cursor = since = cursor
         if progress is not None:
             progress(len(records))

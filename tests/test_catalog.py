@@ -135,6 +135,21 @@ def test_recent_files_newest_first(cat: CatalogBase) -> None:
     assert len(cat.recent(100)) == 8 and cat.recent(0) == []
 
 
+def test_recent_files_with_their_records_and_cache_state(cat: CatalogBase) -> None:
+    spread = FileRecord(h(3), "spread", 30, 1_700_000_003, (), (2, 3), (
+        Share(0, "vault", url="v/0", digest="d0", size=15),
+        Share(1, "other", error="down", digest="d1", size=15)))
+    cat.merge([rec(1, 10, HELD), rec(2, 20, Upload("other", error="refused"), HELD), spread, rec(4, 5)])
+    assert cat.admit(rec(2, 20), 100).admitted and cat.set_pinned(h(2), True)
+    assert cat.admit(rec(4, 5), 100).admitted
+    newest = cat.recent_files(3)
+    assert [record.hash for record, _ in newest] == cat.recent(3) == [h(4), h(3), h(2)]
+    assert newest == [(cat.record(d), cat.entry(d)) for d in cat.recent(3)]
+    assert [(e.cached, e.pinned, e.copies) for _, e in newest] == [(True, False, 0), (False, False, 0),
+                                                                    (True, True, 1)]
+    assert len(cat.recent_files(100)) == 4 and cat.recent_files(0) == []
+
+
 def test_forget_removes_the_file_and_its_cache_state(cat: CatalogBase) -> None:
     cat.add(rec(1, 10, HELD))
     assert cat.admit(rec(1, 10), 100).admitted and cat.usage() == (10, 1)

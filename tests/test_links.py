@@ -15,7 +15,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cloudmanager import config
+from cloudmanager import build, config
 from cloudmanager.cli import main
 from cloudmanager.server import links
 from cloudmanager.testing import sha256_hex
@@ -73,14 +73,14 @@ def test_the_longest_life_is_the_smallest_keep_days() -> None:
 
 def test_the_default_secret_is_made_once_and_private(tmp_path: Path) -> None:
     serve = config.ServeConfig()
-    first = config.serve_secret(serve)
+    first = build.serve_secret(serve)
     kept = config.user_config_path().with_name(config.SECRET_FILE)
     assert kept.is_file() and stat.S_IMODE(kept.stat().st_mode) == 0o600
-    assert len(first) >= 32 and config.serve_secret(serve) == first
+    assert len(first) >= 32 and build.serve_secret(serve) == first
     assert str(Path.home()) in str(kept)  # in this test's own HOME
-    assert config.serve_secret(config.ServeConfig(secret="given")) == "given"
+    assert build.serve_secret(config.ServeConfig(secret="given")) == "given"
     with pytest.raises(config.ConfigError, match="CM_NO_SUCH_SECRET is not set"):
-        config.serve_secret(config.ServeConfig(secret_env="CM_NO_SUCH_SECRET"))
+        build.serve_secret(config.ServeConfig(secret_env="CM_NO_SUCH_SECRET"))
 
 
 # -- through a real server -------------------------------------------------------------

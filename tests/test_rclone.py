@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cloudmanager import CloudManager, config
+from cloudmanager import CloudManager, build, config
 from cloudmanager.errors import ObjectMissing
 from cloudmanager.hosts import Host, make_host
 from cloudmanager.hosts import rclone as rclone_module
@@ -157,7 +157,7 @@ def test_a_configuration_file_host_with_typed_options(rclone_remotes: RcloneRemo
         f'config = {{ config = "{rclone_remotes.config}", timeout = 5, retries = 2, '
         'flags = ["--buffer-size", "1M"] }\n'
     )
-    (host,) = config.parse(path, {}).make_hosts()
+    (host,) = build.make_hosts(config.parse(path, {}))
     assert isinstance(host, RcloneHost)
     assert (host.name, host.timeout, host.retry.retries, host.flags) == \
         (f"dav:{dav_path}", 5.0, 2, ["--buffer-size", "1M"])

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import paramiko
 import pytest
 
-from cloudmanager import CloudManager, config
+from cloudmanager import CloudManager, build, config
 from cloudmanager.errors import HostError, ObjectMissing
 from cloudmanager.hosts import Host, make_host
 from cloudmanager.hosts.retry import RetryPolicy
@@ -165,7 +165,7 @@ def test_a_configuration_file_host_with_typed_options(sshd_server: SshdServer, r
         f'config = {{ key_file = "{sshd_server.key_file}", known_hosts = "{sshd_server.known_hosts}", '
         "timeout = 5, retries = 2, connections = 2 }\n"
     )
-    (host,) = config.parse(path, {}).make_hosts()
+    (host,) = build.make_hosts(config.parse(path, {}))
     assert isinstance(host, SftpHost)
     assert (host.timeout, host.retry.retries, host.connections) == (5.0, 2, 2)
     _, locator = put_bytes(host, files, b"configured")

@@ -326,6 +326,14 @@ class CatalogBase(ABC):
     def under_copies(self, copies: int) -> list[str]:
         """Files held by fewer than ``copies`` hosts, in hash order."""
 
+    # -- the newest files at once (for the node's page: a constant number of statements) --
+
+    @abstractmethod
+    def recent_files(self, limit: int) -> list[tuple[FileRecord, CacheEntry]]:
+        """The ``limit`` files first known most lately, newest first (as :meth:`recent`),
+        each with its record and its state on this node (as :meth:`record` and
+        :meth:`entry`), read in a few statements however many files there are."""
+
 
 # -- helpers both implementations use ------------------------------------------------
 

@@ -967,3 +967,17 @@ class PostgresCatalog(CatalogBase):
         cur = self._conn.cursor()
         return [r[0] for r in cur.execute("SELECT hash FROM files WHERE copies < %s ORDER BY hash",
                                           (copies,))]
+
+    # -- the newest files at once (for the node's page) ---------------------------------
+
+    @_guarded
+    def recent_files(self, limit: int) -> list[tuple[FileRecord, CacheEntry]]:
+        """The ``limit`` newest files with their records and this node's cache state:
+        three statements."""
+        cur = self._conn.cursor()
+        entries = [CacheEntry(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in cur.execute(
+            """SELECT f.hash, f.name, f.size, coalesce(c.cached, false), coalesce(c.pinned, false), f.copies
+                 FROM files f LEFT JOIN cache c ON c.node = %s AND c.hash = f.hash
+                ORDER BY f.datetime DESC, f.hash DESC LIMIT %s""", (self.node, limit))]
+        found = {record.hash: record for record in self._records_of([entry.hash for entry in entries])}
+        return [(found[entry.hash], entry) for entry in entries if entry.hash in found]

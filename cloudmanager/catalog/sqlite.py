@@ -806,6 +806,21 @@ class SQLiteCatalog(CatalogBase):
         with self._write() as db:
             db.execute("DELETE FROM uploads WHERE hash = ? AND host = ?", (digest, host))
 
+    # -- the newest files at once (for the node's page) ---------------------------------
+
+    def recent_files(self, limit: int) -> list[tuple[FileRecord, CacheEntry]]:
+        """The ``limit`` newest files with their records and cache state: three statements."""
+        entries = [CacheEntry(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in self._db.execute(
+            """SELECT hash, name, size, cached, pinned, copies FROM files
+                ORDER BY datetime DESC, hash DESC LIMIT ?""", (limit,))]
+        wanted = _json_list([entry.hash for entry in entries])
+        found = {record.hash: record for record in group_records(self._db.execute(
+            f"""SELECT {RECORD_COLUMNS} FROM files f LEFT JOIN uploads u ON u.hash = f.hash
+                WHERE f.hash IN (SELECT value FROM json_each(?)) ORDER BY f.hash, u.host""", (wanted,)),
+            self._db.execute(f"""SELECT {SHARE_COLUMNS} FROM shares WHERE hash IN (SELECT value FROM
+                                 json_each(?)) ORDER BY hash, idx""", (wanted,)))}
+        return [(found[entry.hash], entry) for entry in entries if entry.hash in found]
+
 
 def _json_list(values: Sequence[str]) -> str:
     """A list of names as one JSON parameter (read back in SQL with json_each)."""

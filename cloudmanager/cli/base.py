@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from .. import config
+from .. import build, config
 from ..errors import CacheOwned, CloudManagerError, InvalidDump
 from ..manager import CloudManager
 from ..names import is_sha256
@@ -53,13 +52,7 @@ class Node:
     def manager(self) -> CloudManager:
         """The node's CloudManager (catalog and cache directories are created)."""
         if self._manager is None:
-            conf = self.config
-            if conf.catalog_url is None:  # an SQLite file: make its folder
-                Path(conf.database).parent.mkdir(parents=True, exist_ok=True)
-            key = conf.load_key()  # also reads other nodes' sealed copies, when they share the key
-            self._manager = CloudManager(conf.database, conf.cache, conf.capacity,
-                                         hosts=conf.make_hosts(key), key=key, spread=conf.spread,
-                                         node=conf.node)
+            self._manager = build.open_manager(self.config)
         return self._manager
 
     def close(self) -> None:

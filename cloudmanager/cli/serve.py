@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .. import config
+from .. import build, config
 from .base import BadInput, Failure, Node, guarded, json_option, need_hash, pass_node
 from .formatting import emit_json
 
@@ -75,7 +75,7 @@ def link(node: Node, digest: str, expires: str, as_json: bool) -> None:
     if not serve_config.public_url and config.parse_bind(serve_config.bind)[0] in ("0.0.0.0", "::"):
         click.echo(f"cm: warning: the link names {serve_config.bind}, which only this machine can open: "
                    "set serve.public_url", err=True)
-    url = links.make_link(serve_config.base_url(), config.serve_secret(serve_config), digest, until)
+    url = links.make_link(serve_config.base_url(), build.serve_secret(serve_config), digest, until)
     if as_json:
         emit_json({"url": url, "hash": digest, "name": record["filename"], "expires": until})
     else:

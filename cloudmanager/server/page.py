@@ -106,35 +106,26 @@ class Page:
         return RedirectResponse("/", status_code=303)
 
     def _view(self) -> dict[str, Any]:
-        """What the page shows, read from the catalog (blocking: run in a thread)."""
+        """What the page shows, read from the node in a few queries (blocking: run in a thread)."""
         cm = self.manager
-        used, _ = cm.catalog.usage()
-        total = cm.catalog.count()
+        view = cm.view(MAX_FILES)
         lifetime = min(links.PAGE_LINK_SECONDS, links.longest_expiry(h.keep_days for h in cm.hosts))
         expires = int(time.time()) + lifetime
-        files = []
-        for digest in cm.catalog.recent(MAX_FILES):
-            record, entry = cm.catalog.record(digest), cm.catalog.entry(digest)
-            if record is None or entry is None:  # forgotten meanwhile
-                continue
-            holders = sorted(u.host for u in record.uploads if u.ok)
-            spread = record.spread[1] if record.spread else len(record.shares)
-            holders += [f"{s.host} (share {s.index + 1}/{spread})"
-                        for s in sorted(record.shares, key=lambda s: s.index) if s.ok]
-            files.append(FileView(
-                hash=digest, name=record.name, size=human_size(record.size), date=when(record.datetime),
-                cached="pinned" if entry.pinned else ("yes" if entry.cached else "no"), hosts=holders,
-                link=links.link_path(self.settings.secret, digest, expires)))
-        health = cm.catalog.host_health([h.name for h in cm.hosts])
-        hosts = [HostView(name=h.name, url=h.url(), active=h.active, last_ok=when(health[h.name].last_ok),
-                          last_error=health[h.name].last_error,
-                          last_error_time=when(health[h.name].last_error_time),
-                          failures=health[h.name].failures) for h in cm.hosts]
+        files = [FileView(hash=f.record.hash, name=f.record.name, size=human_size(f.record.size),
+                          date=when(f.record.datetime), hosts=f.holders,
+                          cached="pinned" if f.entry.pinned else ("yes" if f.entry.cached else "no"),
+                          link=links.link_path(self.settings.secret, f.record.hash, expires))
+                 for f in view.files]
+        hosts = [HostView(name=h.host.name, url=h.host.url(), active=h.host.active,
+                          last_ok=when(h.health.last_ok), last_error=h.health.last_error,
+                          last_error_time=when(h.health.last_error_time), failures=h.health.failures)
+                 for h in view.hosts]
+        used, capacity = view.used, view.capacity
         return {
-            "capacity": cm.capacity, "used": used,
-            "capacity_text": human_size(cm.capacity), "used_text": human_size(used),
-            "percent": f"{(used / cm.capacity if cm.capacity else 0.0):.1%}",
-            "files": files, "total": total, "hidden": max(0, total - len(files)),
+            "capacity": capacity, "used": used,
+            "capacity_text": human_size(capacity), "used_text": human_size(used),
+            "percent": f"{(used / capacity if capacity else 0.0):.1%}",
+            "files": files, "total": view.total, "hidden": max(0, view.total - len(files)),
             "hosts": hosts, "link_lifetime": links.describe_seconds(lifetime),
             "node_url": self.settings.public_url,
         }

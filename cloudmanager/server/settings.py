@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..config import ConfigError, ServeConfig, parse_bind, serve_secret
+from ..build import serve_secret
+from ..config import ConfigError, ServeConfig, parse_bind
 
 
 @dataclass(frozen=True)

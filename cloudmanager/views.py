@@ -1,0 +1,50 @@
+"""What the faces show: plain data CloudManager reads for them in a few catalog calls.
+
+The node's page (server/page.py) formats a :class:`NodeView`; it never reads
+the catalog itself, and what it costs does not grow with the pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import HostHealth
+from .hosts import Host
+from .records import CacheEntry, FileRecord
+
+
+@dataclass(frozen=True)
+class FileState:
+    """One file: its record (name, size, time, copies and shares) and its state on this node."""
+
+    record: FileRecord
+    entry: CacheEntry
+
+    @property
+    def holders(self) -> list[str]:
+        """The hosts holding a whole copy, by name, then each share held, by index:
+        ``"host (share I/N)"``."""
+        record = self.record
+        spread = record.spread[1] if record.spread else len(record.shares)
+        return sorted(u.host for u in record.uploads if u.ok) + [
+            f"{s.host} (share {s.index + 1}/{spread})"
+            for s in sorted(record.shares, key=lambda s: s.index) if s.ok]
+
+
+@dataclass(frozen=True)
+class HostState:
+    """One configured host and how it has behaved lately."""
+
+    host: Host
+    health: HostHealth
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node at a glance: its cache, its newest files, its hosts."""
+
+    capacity: int  # bytes the cache may hold
+    used: int  # bytes it holds
+    total: int  # files the catalog knows
+    files: list[FileState]  # the newest ones, newest first
+    hosts: list[HostState]  # in configuration order
