@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
-from . import locators, maintenance, payload, spreading
+from . import links, locators, maintenance, payload, spreading
 from .cache import Cache, Owner, TempFile
 from .catalog import (
     Listed,
@@ -1089,17 +1089,13 @@ class CloudManager:
     def longest_link(self) -> int:
         """The longest a share link to this node's files may live, in seconds: the
         smallest ``keep_days`` of its hosts (a copy may be gone after that), never more
-        than ``server.links.DEFAULT_MAX_DAYS`` days."""
-        from .server import links  # pure functions: no web framework
-
+        than ``links.DEFAULT_MAX_DAYS`` days."""
         return links.longest_expiry(host.keep_days for host in self.hosts)
 
     def link_expiry(self, seconds: int, now: float | None = None) -> int:
         """The Unix time at which a share link living ``seconds`` from ``now`` (default:
         the current time) expires; ValueError naming the longest allowed, and why, when
         ``seconds`` is longer than :meth:`longest_link`."""
-        from .server import links
-
         longest = self.longest_link()
         if seconds > longest:
             bounded = longest < links.DEFAULT_MAX_DAYS * links.DAY

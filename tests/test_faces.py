@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cloudmanager import CloudManager
+from cloudmanager import CloudManager, links
 from cloudmanager.errors import HostError
 from cloudmanager.hosts.memory import MemoryHost
-from cloudmanager.server import links
 
 
 class RefusingHost(MemoryHost):

@@ -15,9 +15,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cloudmanager import build, config
+from cloudmanager import build, config, links
 from cloudmanager.cli import main
-from cloudmanager.server import links
 from cloudmanager.testing import sha256_hex
 from tests.servers.node import NodeServer
 

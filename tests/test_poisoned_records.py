@@ -19,12 +19,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from cloudmanager import CloudManager, InvalidDump
+from cloudmanager import CloudManager, InvalidDump, links
 from cloudmanager.cli import main
 from cloudmanager.nodeclient import NodeClient
 from cloudmanager.numbers import when
 from cloudmanager.peersync import PeerError, pull, push
-from cloudmanager.server import links
 from tests.conftest import Factory
 from tests.servers.node import NodeServer
 from tests.servers.peer import LyingPeer

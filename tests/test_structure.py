@@ -98,3 +98,15 @@ HELPERS = ("cloudmanager.spreading", "cloudmanager.maintenance", "cloudmanager.t
 def test_no_helper_of_the_manager_imports_it() -> None:
     edges = graph()
     assert [name for name in HELPERS if "cloudmanager.manager" in edges[name]] == []
+
+
+#: The faces: argument parsing and printing, HTTP, the peer exchange. They call the manager.
+FACES = [PACKAGE / "cli", PACKAGE / "server", PACKAGE / "peersync.py"]
+
+
+def test_the_faces_never_reach_into_the_catalog() -> None:
+    files = [path for face in FACES for path in ([face] if face.is_file() else sorted(face.rglob("*.py")))]
+    reaching = [f"{path.relative_to(PACKAGE)}:{number}" for path in files
+                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                if ".catalog." in line.split("#")[0]]
+    assert len(files) > 10 and reaching == []

@@ -57,7 +57,7 @@ def link(node: Node, digest: str, expires: str, as_json: bool) -> None:
     The link points at this node's `cm serve` (serve.public_url), which sends the
     file under its recorded name, fetching it from a host first when needed.
     """
-    from ..server import links
+    from .. import links
 
     try:
         seconds = links.parse_duration(expires)

@@ -49,11 +49,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import payload
+from .. import links, payload
 from ..errors import CacheFull, HashMismatch, InvalidDump, Unavailable
 from ..manager import CloudManager
 from ..names import is_sha256
-from . import auth, links, parsing
+from . import auth, parsing
 from .page import Page
 from .settings import Settings
 from .streaming import BodyTooLarge, ClientGone, feed

@@ -19,10 +19,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from .. import links
 from ..config import human_size
 from ..manager import CloudManager
 from ..numbers import when
-from . import auth, links, parsing
+from . import auth, parsing
 from .settings import Settings
 
 #: The most files listed (the newest ones); the page says how many more there are.
@@ -109,7 +110,7 @@ class Page:
         """What the page shows, read from the node in a few queries (blocking: run in a thread)."""
         cm = self.manager
         view = cm.view(MAX_FILES)
-        lifetime = min(links.PAGE_LINK_SECONDS, links.longest_expiry(h.keep_days for h in cm.hosts))
+        lifetime = min(links.PAGE_LINK_SECONDS, cm.longest_link())
         expires = int(time.time()) + lifetime
         files = [FileView(hash=f.record.hash, name=f.record.name, size=human_size(f.record.size),
                           date=when(f.record.datetime), hosts=f.holders,

@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlencode
 
-from ..names import is_sha256
-from ..numbers import LAST_DATE, whole_number
+from .names import is_sha256
+from .numbers import LAST_DATE, whole_number
 
 DAY = 86_400
 #: The longest a link may live when no host bounds it (by its keep_days).
