@@ -29,7 +29,6 @@ become CatalogError, with the URL's password never shown.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -172,10 +171,7 @@ class PostgresCatalog(SQLCatalog):
         #: The URL as it may be shown (no password).
         self.shown = redact(url)
         self._secret = password_of(url)
-        self._local = threading.local()
-        self._connections: list[psycopg.Connection[TupleRow]] = []
-        self._guard = threading.Lock()
-        self._closed = False
+        self._open_connections()
         try:
             self._migrate()
         except psycopg.Error as exc:
@@ -194,16 +190,13 @@ class PostgresCatalog(SQLCatalog):
     # -- connections, errors and transactions -----------------------------------------
 
     def _connect(self) -> psycopg.Connection[TupleRow]:
-        if self._closed:
-            raise CatalogError("the catalog is closed")
+        self._check_open()
         try:
             conn = psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as exc:
             raise CatalogError(f"cannot connect to catalog {self.shown}: {self._scrub(str(exc))}") from None
-        self._local.conn = conn
+        self._register(conn)
         self._local.cursor = conn.cursor()
-        with self._guard:
-            self._connections.append(conn)
         return conn
 
     @property
@@ -235,10 +228,7 @@ class PostgresCatalog(SQLCatalog):
         conn: psycopg.Connection[TupleRow] | None = getattr(self._local, "conn", None)
         if conn is not None and (conn.broken or conn.closed):
             del self._local.conn, self._local.cursor  # this thread's only
-            with self._guard:
-                if conn in self._connections:
-                    self._connections.remove(conn)
-            conn.close()
+            self._unregister(conn)
         message = self._scrub(str(exc).strip()) or type(exc).__name__
         return CatalogError(f"catalog {self.shown}: {message}")
 
@@ -278,18 +268,10 @@ class PostgresCatalog(SQLCatalog):
 
     def _load(self, tx: Any, loaded: list[FileRecord], spreads: bool) -> None:
         tx.execute(_LOAD)
-        with tx.copy("COPY load_files FROM STDIN") as copy:
-            for r in loaded:
-                copy.write_row((r.hash, r.name, r.size, r.datetime, *(r.spread or (None, None))))
-        with tx.copy("COPY load_uploads FROM STDIN") as copy:
-            for r in loaded:
-                for u in r.uploads:
-                    copy.write_row((r.hash, u.host, u.url, u.error, u.encrypted))
-        with tx.copy("COPY load_shares FROM STDIN") as copy:
-            for r in loaded:
-                for sh in r.shares:
-                    copy.write_row((r.hash, sh.index, sh.host, sh.url, sh.error, sh.digest, sh.size,
-                                    sh.encrypted))
+        for table, rows in self._load_rows(loaded).items():
+            with tx.copy(f"COPY {table} FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
         if len(loaded) >= PAGE:  # plans for large loads
             tx.execute("ANALYZE load_files; ANALYZE load_uploads; ANALYZE load_shares")
 
@@ -299,15 +281,6 @@ class PostgresCatalog(SQLCatalog):
 
     def set_cache_owner(self, cache: str) -> None:
         """Nothing to record: each node keeps a cache state of its own."""
-
-    def close(self) -> None:
-        """Close every connection opened by any thread."""
-        with self._guard:
-            self._closed = True
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
 
     # -- schema ---------------------------------------------------------------------
 
@@ -322,11 +295,7 @@ class PostgresCatalog(SQLCatalog):
             row = cur.execute("SELECT version FROM schema_version WHERE id = 0").fetchone() \
                 if found and found[0] else None
             version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise CatalogError(
-                    f"catalog {self.shown} has schema version {version}; this cloudmanager "
-                    f"knows up to {SCHEMA_VERSION}: upgrade cloudmanager"
-                )
+            self._check_version(version, SCHEMA_VERSION)
             if version == 0:
                 tables = cur.execute(
                     "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -246,6 +247,55 @@ class SQLCatalog(CatalogBase):
 
     def _admit_new(self, tx: Any, record: FileRecord) -> None:
         """Before a file unknown to the catalog is cached by ``admit``: nothing by default."""
+
+    # -- connections: one per thread, every one closed by close() --------------------
+
+    def _open_connections(self) -> None:
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._guard = threading.Lock()
+        self._closed = False
+
+    def _register(self, conn: Any) -> None:
+        """Keep ``conn`` as this thread's connection (and close it with the catalog)."""
+        self._local.conn = conn
+        with self._guard:
+            self._connections.append(conn)
+
+    def _unregister(self, conn: Any) -> None:
+        with self._guard:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        conn.close()
+
+    def close(self) -> None:
+        """Close every connection opened by any thread."""
+        with self._guard:
+            self._closed = True
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CatalogError("the catalog is closed")
+
+    def _check_version(self, version: int, known: int) -> None:
+        if version > known:
+            raise CatalogError(f"catalog {self} has schema version {version}; this cloudmanager "
+                               f"knows up to {known}: upgrade cloudmanager")
+
+    @staticmethod
+    def _load_rows(loaded: list[FileRecord]) -> dict[str, Iterator[tuple[Any, ...]]]:
+        """The rows of the load tables, by table, for ``loaded`` (union()'s records)."""
+        return {
+            "load_files": ((r.hash, r.name, r.size, r.datetime, *(r.spread or (None, None))) for r in loaded),
+            "load_uploads": ((r.hash, u.host, u.url, u.error, u.encrypted)
+                             for r in loaded for u in r.uploads),
+            "load_shares": ((r.hash, s.index, s.host, s.url, s.error, s.digest, s.size, s.encrypted)
+                            for r in loaded for s in r.shares),
+        }
 
     # -- running statements ---------------------------------------------------------
 

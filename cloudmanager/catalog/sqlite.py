@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -166,10 +165,7 @@ class SQLiteCatalog(SQLCatalog):
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise CatalogError(f"cannot create catalog {self.path}: no directory {self.path.parent}")
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
-        self._closed = False
+        self._open_connections()
         try:
             self._migrate(self._db)
         except sqlite3.Error as exc:
@@ -192,8 +188,7 @@ class SQLiteCatalog(SQLCatalog):
         return self._db
 
     def _connect(self) -> sqlite3.Connection:
-        if self._closed:
-            raise CatalogError("the catalog is closed")
+        self._check_open()
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -205,9 +200,7 @@ class SQLiteCatalog(SQLCatalog):
                 conn.execute(pragma)
         except sqlite3.Error as exc:
             raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
-        self._local.conn = conn
-        with self._guard:
-            self._connections.append(conn)
+        self._register(conn)
         return conn
 
     @contextmanager
@@ -247,34 +240,17 @@ class SQLiteCatalog(SQLCatalog):
     def _load(self, tx: Any, loaded: list[FileRecord], spreads: bool) -> None:
         for statement in _LOAD:
             tx.execute(statement)
-        tx.executemany("INSERT INTO load_files VALUES (?, ?, ?, ?, ?, ?)",
-                       ((r.hash, r.name, r.size, r.datetime, *(r.spread or (None, None))) for r in loaded))
-        tx.executemany("INSERT INTO load_uploads VALUES (?, ?, ?, ?, ?)",
-                       ((r.hash, u.host, u.url, u.error, u.encrypted) for r in loaded for u in r.uploads))
-        if spreads:
-            tx.executemany("INSERT INTO load_shares VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           ((r.hash, s.index, s.host, s.url, s.error, s.digest, s.size, s.encrypted)
-                            for r in loaded for s in r.shares))
-
-    def close(self) -> None:
-        """Close every connection opened by any thread."""
-        with self._guard:
-            self._closed = True
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        for table, rows in self._load_rows(loaded).items():
+            if spreads or table != "load_shares":
+                marks = ", ".join("?" * {"load_files": 6, "load_uploads": 5, "load_shares": 8}[table])
+                tx.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
     # -- schema ---------------------------------------------------------------------
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         with self._transaction():
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise CatalogError(
-                    f"catalog {self.path} has schema version {version}; this cloudmanager "
-                    f"knows up to {SCHEMA_VERSION}: upgrade cloudmanager"
-                )
+            self._check_version(version, SCHEMA_VERSION)
             if version == 0:
                 tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
                 if tables:
