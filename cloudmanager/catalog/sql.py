@@ -108,7 +108,6 @@ COMMON: dict[str, str] = {
     "set_upload": _UPLOAD,
     "keep_upload": _UPLOAD + " WHERE excluded.url IS NOT NULL OR uploads.url IS NULL",
     "set_spread": "UPDATE files SET spread_k = :k, spread_n = :n WHERE hash = :hash AND spread_k IS NULL",
-    "set_share": _SHARE,
     "keep_share": _SHARE + " WHERE excluded.url IS NOT NULL OR shares.url IS NULL",
     "share_lost": """UPDATE shares SET url = NULL, error = :error, time = :time
                       WHERE hash = :hash AND idx = :idx RETURNING host""",
