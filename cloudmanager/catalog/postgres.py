@@ -71,8 +71,6 @@ T = TypeVar("T")
 
 _RETRYABLE = (pgerrors.SerializationFailure, pgerrors.DeadlockDetected, pgerrors.ForeignKeyViolation, _Retry)
 
-#: This node's cache rows joined to the files (c: cache, f: files).
-_CACHED = "files f LEFT JOIN cache c ON c.node = :node AND c.hash = f.hash"
 _TICK = "WITH tick AS (UPDATE node_state SET clock = clock + 1 WHERE node = :node RETURNING clock)"
 
 #: The statements on PostgreSQL's shape of the schema (the rest are COMMON, in sql.py).
@@ -85,8 +83,6 @@ _SQL = dialect({
                          ORDER BY node FOR UPDATE""",
     "lock_shared": "SELECT seq FROM catalog_state WHERE id = 0 FOR UPDATE",
     "is_cached": "SELECT cached FROM cache WHERE node = :node AND hash = :hash",
-    "entry": f"""SELECT f.hash, f.name, f.size, coalesce(c.cached, false), coalesce(c.pinned, false), f.copies
-                   FROM {_CACHED} WHERE f.hash = :hash""",
     "totals": "SELECT cached_bytes, cached_files FROM node_state WHERE node = :node",
     "actual_totals": "SELECT coalesce(sum(size), 0), count(*) FROM cache WHERE node = :node AND cached",
     "set_totals": "UPDATE node_state SET cached_bytes = :bytes, cached_files = :files WHERE node = :node",
@@ -122,22 +118,9 @@ _SQL = dialect({
                               pushed = coalesce(:pushed::bigint, peers.pushed)""",
     "bulk": "SELECT set_config('cloudmanager.bulk', CASE WHEN :on THEN 'on' ELSE 'off' END, true)",
     "advance": "UPDATE catalog_state SET seq = seq + :by WHERE id = 0",
-    "listing": f"""SELECT f.hash, f.name, f.size, f.datetime, coalesce(c.cached, false),
-                          coalesce(c.pinned, false), count(u.url) AS held, count(u.host) AS tried,
-                          f.spread_k, f.spread_n,
-                          (SELECT count(s.url) FROM shares s WHERE s.hash = f.hash) AS shares
-                     FROM {_CACHED} LEFT JOIN uploads u ON u.hash = f.hash AND u.host IN LIST(:hosts)
-                    WHERE (NOT :cached OR c.cached) AND (f.name, f.hash) > (:name, :hash)
-                    GROUP BY f.hash, c.cached, c.pinned
-                   HAVING (NOT :pending OR count(u.url) < LEN(:hosts))
-                    ORDER BY f.name, f.hash LIMIT :page""",
-    "counts": f"""SELECT count(*), count(*) FILTER (WHERE c.cached), count(*) FILTER (WHERE c.pinned),
-                         count(*) FILTER (WHERE (SELECT count(*) FROM uploads u
-                                                  WHERE u.hash = f.hash AND u.url IS NOT NULL
-                                                    AND u.host IN LIST(:hosts)) < LEN(:hosts))
-                    FROM {_CACHED}""",
-    "uncopied": f"SELECT f.hash, coalesce(c.cached, false) FROM {_CACHED} WHERE f.copies = 0 ORDER BY f.hash",
-}, list_in="= ANY(:{}::text[])", length="cardinality(:{}::text[])", param="%({})s")
+}, view={"files": "files f LEFT JOIN cache c ON c.node = :node AND c.hash = f.hash",
+         "cached": "coalesce(c.cached, false)", "pinned": "coalesce(c.pinned, false)"},
+   list_in="= ANY(:{}::text[])", length="cardinality(:{}::text[])", param="%({})s")
 
 _LOAD = """CREATE TEMP TABLE load_files (hash text COLLATE "C" PRIMARY KEY, name text, size bigint,
                datetime bigint, spread_k integer, spread_n integer) ON COMMIT DROP;

@@ -82,6 +82,22 @@ _LOAD_TABLES = ("load_files", "load_uploads", "load_shares")
 #: The statements both dialects run as they are (in the neutral spelling above).
 COMMON: dict[str, str] = {
     "exists": "SELECT 1 FROM files WHERE hash = :hash",
+    # -- this node's view of the files: {files} (aliases f, and c where the cache rows are apart)
+    "entry": "SELECT f.hash, f.name, f.size, {cached}, {pinned}, f.copies FROM {files} WHERE f.hash = :hash",
+    "uncopied": "SELECT f.hash, {cached} FROM {files} WHERE f.copies = 0 ORDER BY f.hash",
+    "listing": """SELECT f.hash, f.name, f.size, f.datetime, {cached}, {pinned}, count(u.url) AS held,
+                         count(u.host) AS tried, f.spread_k, f.spread_n,
+                         (SELECT count(s.url) FROM shares s WHERE s.hash = f.hash) AS shares
+                    FROM {files} LEFT JOIN uploads u ON u.hash = f.hash AND u.host IN LIST(:hosts)
+                   WHERE (NOT :cached OR {cached}) AND (f.name, f.hash) > (:name, :hash)
+                   GROUP BY f.hash, {cached}, {pinned}
+                  HAVING (NOT :pending OR count(u.url) < LEN(:hosts))
+                   ORDER BY f.name, f.hash LIMIT :page""",
+    "counts": """SELECT count(*), count(*) FILTER (WHERE {cached}), count(*) FILTER (WHERE {pinned}),
+                        count(*) FILTER (WHERE (SELECT count(*) FROM uploads u
+                                                 WHERE u.hash = f.hash AND u.url IS NOT NULL
+                                                   AND u.host IN LIST(:hosts)) < LEN(:hosts))
+                   FROM {files}""",
     "records_of": _RECORDS.format("files", "WHERE f.hash IN LIST(:hashes)"),
     "shares_of": _SHARES.format("hash IN LIST(:hashes)"),
     "records_page": _RECORDS.format("(SELECT * FROM files WHERE hash > :after ORDER BY hash LIMIT :page)",
@@ -174,10 +190,13 @@ COMMON: dict[str, str] = {
 }
 
 
-def dialect(statements: dict[str, str], list_in: str, length: str, param: str = ":{}") -> dict[str, str]:
-    """COMMON and a dialect's own ``statements`` in its spelling: ``list_in`` and
+def dialect(statements: dict[str, str], view: dict[str, str], list_in: str, length: str,
+            param: str = ":{}") -> dict[str, str]:
+    """COMMON and a dialect's own ``statements`` in its spelling: ``view`` gives this
+    node's view of the files (``files``, ``cached``, ``pinned``), ``list_in`` and
     ``length`` spell the markers, ``param`` a named parameter (``{}``: its name)."""
     def spell(text: str) -> str:
+        text = text.format(**view)
         text = re.sub(r"IN LIST\(:(\w+)\)", lambda m: list_in.format(m[1]), text)
         text = re.sub(r"LEN\(:(\w+)\)", lambda m: length.format(m[1]), text)
         return re.sub(r"(?<![:\w]):([a-z_]\w*)", lambda m: param.format(m[1]), text)

@@ -96,7 +96,6 @@ _SQL = dialect({
           evictable="cached = 1 AND pinned = 0 AND copies > 0"),  # the files_lru index's condition
     "schema_version": "PRAGMA user_version",
     "is_cached": "SELECT cached FROM files WHERE hash = :hash",
-    "entry": "SELECT hash, name, size, cached, pinned, copies FROM files WHERE hash = :hash",
     "totals": "SELECT cached_bytes, cached_files FROM state WHERE id = 0",
     "actual_totals": "SELECT coalesce(sum(size), 0), count(*) FROM files WHERE cached = 1",
     "set_totals": "UPDATE state SET cached_bytes = :bytes, cached_files = :files WHERE id = 0",
@@ -128,21 +127,8 @@ _SQL = dialect({
                                                           pushed = coalesce(:pushed, pushed)""",
     "bulk": "UPDATE state SET bulk = :on WHERE id = 0",
     "advance": "UPDATE state SET seq = seq + :by WHERE id = 0",
-    "listing": """SELECT f.hash, f.name, f.size, f.datetime, f.cached, f.pinned,
-                         count(u.url) AS held, count(u.host) AS tried, f.spread_k, f.spread_n,
-                         (SELECT count(s.url) FROM shares s WHERE s.hash = f.hash) AS shares
-                    FROM files f LEFT JOIN uploads u ON u.hash = f.hash AND u.host IN LIST(:hosts)
-                   WHERE (NOT :cached OR f.cached = 1) AND (f.name, f.hash) > (:name, :hash)
-                   GROUP BY f.hash
-                  HAVING (NOT :pending OR count(u.url) < LEN(:hosts))
-                   ORDER BY f.name, f.hash LIMIT :page""",
-    "counts": """SELECT count(*), coalesce(sum(cached), 0), coalesce(sum(pinned), 0),
-                        coalesce(sum((SELECT count(*) FROM uploads u
-                                       WHERE u.hash = f.hash AND u.url IS NOT NULL AND u.host IN LIST(:hosts))
-                                     < LEN(:hosts)), 0)
-                   FROM files f""",
-    "uncopied": "SELECT hash, cached FROM files WHERE copies = 0 ORDER BY hash",
-}, list_in="IN (SELECT value FROM json_each(:{}))", length="json_array_length(:{})")
+}, view={"files": "files f", "cached": "f.cached", "pinned": "f.pinned"},
+   list_in="IN (SELECT value FROM json_each(:{}))", length="json_array_length(:{})")
 
 _LOAD = (
     "CREATE TEMP TABLE IF NOT EXISTS load_files (hash TEXT PRIMARY KEY, name TEXT, size INTEGER, "
