@@ -83,10 +83,6 @@ _SQL = dialect({
                          ORDER BY node FOR UPDATE""",
     "lock_shared": "SELECT seq FROM catalog_state WHERE id = 0 FOR UPDATE",
     "is_cached": "SELECT cached FROM cache WHERE node = :node AND hash = :hash",
-    "totals": "SELECT cached_bytes, cached_files FROM node_state WHERE node = :node",
-    "actual_totals": "SELECT coalesce(sum(size), 0), count(*) FROM cache WHERE node = :node AND cached",
-    "set_totals": "UPDATE node_state SET cached_bytes = :bytes, cached_files = :files WHERE node = :node",
-    "cached_sizes": "SELECT hash, size FROM cache WHERE node = :node AND cached",
     "missing_copies": """SELECT hash, host FROM uploads WHERE error IS NOT NULL AND host IN LIST(:names)
                          UNION
                          SELECT f.hash, h.name COLLATE "C"
@@ -109,7 +105,6 @@ _SQL = dialect({
     "set_pinned": """INSERT INTO cache (node, hash, size, pinned) SELECT :node, hash, size, :pinned FROM files
                       WHERE hash = :hash ON CONFLICT (node, hash) DO UPDATE SET pinned = excluded.pinned""",
     "file_held": "SELECT 1 FROM files WHERE hash = :hash FOR SHARE",
-    "sequence": "SELECT seq FROM catalog_state WHERE id = 0",
     "peer_cursors": "SELECT pulled, pushed FROM peers WHERE node = :node AND url = :url",
     "set_peer_cursor": """INSERT INTO peers (node, url, pulled, pushed)
                           VALUES (:node, :url, coalesce(:pulled::bigint, 0), coalesce(:pushed::bigint, 0))
@@ -117,9 +112,10 @@ _SQL = dialect({
                           SET pulled = coalesce(:pulled::bigint, peers.pulled),
                               pushed = coalesce(:pushed::bigint, peers.pushed)""",
     "bulk": "SELECT set_config('cloudmanager.bulk', CASE WHEN :on THEN 'on' ELSE 'off' END, true)",
-    "advance": "UPDATE catalog_state SET seq = seq + :by WHERE id = 0",
 }, view={"files": "files f LEFT JOIN cache c ON c.node = :node AND c.hash = f.hash",
-         "cached": "coalesce(c.cached, false)", "pinned": "coalesce(c.pinned, false)"},
+         "cached": "coalesce(c.cached, false)", "pinned": "coalesce(c.pinned, false)",
+         "cached_rows": "cache WHERE node = :node AND cached", "state": "node_state", "mine": "node = :node",
+         "shared": "catalog_state"},
    list_in="= ANY(:{}::text[])", length="cardinality(:{}::text[])", param="%({})s")
 
 _LOAD = """CREATE TEMP TABLE load_files (hash text COLLATE "C" PRIMARY KEY, name text, size bigint,

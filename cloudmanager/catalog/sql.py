@@ -82,7 +82,14 @@ _LOAD_TABLES = ("load_files", "load_uploads", "load_shares")
 #: The statements both dialects run as they are (in the neutral spelling above).
 COMMON: dict[str, str] = {
     "exists": "SELECT 1 FROM files WHERE hash = :hash",
-    # -- this node's view of the files: {files} (aliases f, and c where the cache rows are apart)
+    # -- this node's view: {files} (aliases f, and c where the cache rows are apart), {cached_rows},
+    # its running totals in the {state} row where {mine}, the change sequence in {shared}
+    "totals": "SELECT cached_bytes, cached_files FROM {state} WHERE {mine}",
+    "set_totals": "UPDATE {state} SET cached_bytes = :bytes, cached_files = :files WHERE {mine}",
+    "actual_totals": "SELECT coalesce(sum(size), 0), count(*) FROM {cached_rows}",
+    "cached_sizes": "SELECT hash, size FROM {cached_rows}",
+    "sequence": "SELECT seq FROM {shared} WHERE id = 0",
+    "advance": "UPDATE {shared} SET seq = seq + :by WHERE id = 0",
     "entry": "SELECT f.hash, f.name, f.size, {cached}, {pinned}, f.copies FROM {files} WHERE f.hash = :hash",
     "uncopied": "SELECT f.hash, {cached} FROM {files} WHERE f.copies = 0 ORDER BY f.hash",
     "listing": """SELECT f.hash, f.name, f.size, f.datetime, {cached}, {pinned}, count(u.url) AS held,
@@ -193,7 +200,7 @@ COMMON: dict[str, str] = {
 def dialect(statements: dict[str, str], view: dict[str, str], list_in: str, length: str,
             param: str = ":{}") -> dict[str, str]:
     """COMMON and a dialect's own ``statements`` in its spelling: ``view`` gives this
-    node's view of the files (``files``, ``cached``, ``pinned``), ``list_in`` and
+    node's view of the catalog (the names in COMMON's braces), ``list_in`` and
     ``length`` spell the markers, ``param`` a named parameter (``{}``: its name)."""
     def spell(text: str) -> str:
         text = text.format(**view)

@@ -96,10 +96,6 @@ _SQL = dialect({
           evictable="cached = 1 AND pinned = 0 AND copies > 0"),  # the files_lru index's condition
     "schema_version": "PRAGMA user_version",
     "is_cached": "SELECT cached FROM files WHERE hash = :hash",
-    "totals": "SELECT cached_bytes, cached_files FROM state WHERE id = 0",
-    "actual_totals": "SELECT coalesce(sum(size), 0), count(*) FROM files WHERE cached = 1",
-    "set_totals": "UPDATE state SET cached_bytes = :bytes, cached_files = :files WHERE id = 0",
-    "cached_sizes": "SELECT hash, size FROM files WHERE cached = 1",
     "missing_copies": """SELECT hash, host FROM uploads WHERE error IS NOT NULL AND host IN LIST(:names)
                          UNION
                          SELECT f.hash, h.value FROM files f, json_each(:names) h
@@ -119,15 +115,14 @@ _SQL = dialect({
     "cache_owner": "SELECT cache FROM state WHERE id = 0",
     "set_cache_owner": "UPDATE state SET cache = :cache WHERE id = 0",
     "file_held": "SELECT 1 FROM files WHERE hash = :hash",
-    "sequence": "SELECT seq FROM state WHERE id = 0",
     "peer_cursors": "SELECT pulled, pushed FROM peers WHERE url = :url",
     "set_peer_cursor": """INSERT INTO peers (url, pulled, pushed)
                           VALUES (:url, coalesce(:pulled, 0), coalesce(:pushed, 0))
                           ON CONFLICT (url) DO UPDATE SET pulled = coalesce(:pulled, pulled),
                                                           pushed = coalesce(:pushed, pushed)""",
     "bulk": "UPDATE state SET bulk = :on WHERE id = 0",
-    "advance": "UPDATE state SET seq = seq + :by WHERE id = 0",
-}, view={"files": "files f", "cached": "f.cached", "pinned": "f.pinned"},
+}, view={"files": "files f", "cached": "f.cached", "pinned": "f.pinned",
+         "cached_rows": "files WHERE cached = 1", "state": "state", "mine": "id = 0", "shared": "state"},
    list_in="IN (SELECT value FROM json_each(:{}))", length="json_array_length(:{})")
 
 _LOAD = (
