@@ -24,25 +24,9 @@ if TYPE_CHECKING:
 Catalog = SQLiteCatalog
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "Admission",
-    "Catalog",
-    "CatalogBase",
-    "CatalogError",
-    "HostHealth",
-    "Listed",
-    "MergeResult",
-    "PostgresCatalog",
-    "SQLiteCatalog",
-    "_statements",
-    "cache_lock_path",
-    "catalog_identity",
-    "is_server_url",
-    "node_id",
-    "open_catalog",
-    "quarantine_path",
-    "redact",
-    "schema_text",
+    "SCHEMA_VERSION", "Admission", "Catalog", "CatalogBase", "CatalogError", "HostHealth", "Listed",
+    "MergeResult", "PostgresCatalog", "SQLiteCatalog", "_statements", "cache_lock_path", "catalog_identity",
+    "is_server_url", "node_id", "open_catalog", "quarantine_path", "redact", "schema_text",
 ]
 
 
