@@ -52,13 +52,14 @@ on every node that uses that collection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
@@ -162,12 +163,76 @@ class _PacedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def _paced_transport(verify: bool | ssl.SSLContext, window: float) -> httpx.HTTPTransport:
-    """httpx's transport, whose connections are :class:`_PacedStream` ones."""
-    transport = httpx.HTTPTransport(verify=verify)
-    pool = transport._pool  # httpx sets no network backend of its own: wrap httpcore's
-    pool._network_backend = _PacedBackend(pool._network_backend, window)
-    return transport
+#: httpcore's exceptions and the httpx ones callers catch, most specific first.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout), (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout), (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException), (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError), (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError), (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError), (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    """Raise httpcore's errors as the httpx ones (what ``httpx.HTTPTransport`` does)."""
+    try:
+        yield
+    except Exception as exc:
+        for core, mapped in _HTTPX_ERRORS:
+            if isinstance(exc, core):
+                raise mapped(str(exc)) from exc
+        raise
+
+
+class _Answer(httpx.SyncByteStream):
+    """An answer's body from httpcore, its errors as httpx's."""
+
+    def __init__(self, inner: Iterable[bytes]):
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._inner
+
+    def close(self) -> None:
+        closer = getattr(self._inner, "close", None)
+        if closer is not None:
+            closer()
+
+
+class _PacedTransport(httpx.BaseTransport):
+    """An httpx transport on httpcore's public connection pool, whose connections are
+    :class:`_PacedStream` ones (what ``httpx.HTTPTransport`` does, with our backend)."""
+
+    def __init__(self, verify: bool | ssl.SSLContext, window: float):
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PacedBackend(httpcore.SyncBackend(), window))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the pool; httpcore's errors become httpx's."""
+        core = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host,
+                             port=request.url.port, target=request.url.raw_path),
+            headers=request.headers.raw, content=request.stream, extensions=request.extensions)
+        with _httpx_errors():
+            answer = self._pool.handle_request(core)
+        assert isinstance(answer.stream, Iterable)
+        return httpx.Response(status_code=answer.status, headers=answer.headers,
+                              stream=_Answer(answer.stream), extensions=answer.extensions)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.close()
 
 
 def _verify(value: Any) -> bool | ssl.SSLContext:
@@ -236,7 +301,7 @@ class WebdavHost(ByHash, Deleter, Checker):
             verify = _verify(verify)
         self._client = Client(self._origin, auth=auth, retry=False, chunk_size=CHUNK,
                               timeout=httpx.Timeout(self.timeout), verify=verify,
-                              transport=_paced_transport(verify, self.timeout))
+                              transport=_PacedTransport(verify, self.timeout))
         self._http: httpx.Client = self._client.http
         self._made: set[str] = set()  # collections known to exist
         self._guard = threading.Lock()
