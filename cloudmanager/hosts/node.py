@@ -36,10 +36,10 @@ from urllib.parse import urlsplit
 from ..errors import HostError, ObjectMissing
 from ..names import is_sha256
 from ..nodeclient import DEFAULT_PORT, DEFAULT_TIMEOUT, NodeClient
+from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec, option, seconds
-from .retry import RetryPolicy
 
 #: Options this kind understands.
 OPTIONS = frozenset({"timeout", "retries", "retry_delay", "ca"})

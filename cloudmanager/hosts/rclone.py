@@ -86,10 +86,10 @@ from urllib.parse import quote, unquote
 
 from ..errors import HostError, ObjectMissing
 from ..names import is_sha256
+from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec, option, seconds
-from .retry import RetryPolicy
 
 T = TypeVar("T")
 

@@ -60,10 +60,10 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from ..errors import HostError, ObjectMissing
+from ..retry import RetryPolicy, retry_after
 from ..streams import Sink
 from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec
-from .retry import RetryPolicy, retry_after
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client

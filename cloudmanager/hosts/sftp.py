@@ -77,10 +77,10 @@ import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import HostError, ObjectMissing
+from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import ByHash, Checker, Deleter, Host
 from .registry import HostSpec, option, seconds
-from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 

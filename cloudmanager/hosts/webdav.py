@@ -70,11 +70,11 @@ from webdav4.client import Client  # type: ignore[import-untyped]
 from webdav4.multistatus import parse_multistatus_response  # type: ignore[import-untyped]
 
 from ..errors import HostError, ObjectMissing
+from ..httpstatus import HttpStatus
+from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import ByHash, Checker, Deleter, Host
-from .httpstatus import HttpStatus
 from .registry import HostSpec
-from .retry import RetryPolicy
 
 T = TypeVar("T")
 
