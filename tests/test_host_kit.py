@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import cloudmanager
+from cloudmanager import layout
 
 PACKAGE = Path(cloudmanager.__file__).parent
 
@@ -33,3 +34,20 @@ def test_the_node_client_and_the_cache_import_nothing_of_the_hosts() -> None:
     for module in ("nodeclient.py", "cache.py"):
         hosts = {name for name in _imports(PACKAGE / module) if name.startswith("cloudmanager.hosts")}
         assert not hosts, f"{module} imports {sorted(hosts)}"
+
+
+DIGEST = "ab" + "cd" + "e" * 60
+
+
+def test_the_layout_places_and_reads_back_a_digest() -> None:
+    assert layout.sharded(DIGEST) == f"ab/cd/{DIGEST}"
+    assert layout.digest_at_end(f"/vault/{layout.sharded(DIGEST)}") == DIGEST
+    assert layout.digest_at_end(f"remote:{layout.sharded(DIGEST)}", lead=":/") == DIGEST
+    assert layout.placed("ab", "cd", DIGEST) and not layout.placed("ab", "ce", DIGEST)
+
+
+def test_the_layout_refuses_what_is_not_a_digest_in_its_own_place() -> None:
+    for bad in (f"/00/00/{DIGEST}", f"/vault/ab/cd/{DIGEST}\n", f"/vault/{DIGEST}",
+                f"remote:{layout.sharded(DIGEST)}", f"/ab/cd/{DIGEST.upper()}",
+                f"/ab/cd/{DIGEST}/x", "/ab/cd/abcd"):
+        assert layout.digest_at_end(bad) is None, bad

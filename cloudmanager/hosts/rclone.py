@@ -85,10 +85,11 @@ from typing import IO, Any, TypeVar
 from urllib.parse import quote, unquote
 
 from ..errors import HostError, ObjectMissing
-from ..names import is_sha256
+from ..layout import is_sha256, sharded
 from ..retry import RetryPolicy
 from ..streams import Sink
-from .base import ByHash, Checker, Deleter, Host
+from .base import Checker, Deleter, Host
+from .kit import Sharded
 from .registry import HostSpec, option, seconds
 
 T = TypeVar("T")
@@ -110,7 +111,6 @@ STDERR_TAIL = 16 * 1024
 #: A remote's name as this host accepts it: no leading '-' (it would read as a flag),
 #: no ':' (on-the-fly ``:backend,option=...:`` remotes could carry secrets in the URL).
 _REMOTE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_KEY = re.compile(r"[:/]([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: rclone's exit codes: directory not found, file not found; temporary error; "no retry", fatal.
 _NOT_FOUND = frozenset({3, 4})
@@ -208,10 +208,13 @@ def clean_path(path: str) -> str:
     return f"/{kept}" if path.startswith("/") else kept
 
 
-class RcloneHost(ByHash, Deleter, Checker):
+class RcloneHost(Sharded, Deleter, Checker):
     """A folder on an rclone remote, reached by running the ``rclone`` command."""
 
     scheme = "rclone"
+    kind = "rclone"
+    locator_schemes = frozenset({"rclone"})
+    layout_lead = ":/"
 
     def __init__(self, remote: str, path: str = "", *, name: str | None = None,
                  config: str | os.PathLike[str] | None = None, rclone: str = "rclone",
@@ -249,7 +252,7 @@ class RcloneHost(ByHash, Deleter, Checker):
         return f"rclone://{self.remote}:{quote(self.root, safe='/')}"
 
     def _key(self, digest: str) -> str:
-        tail = f"{digest[:2]}/{digest[2:4]}/{digest}"
+        tail = sharded(digest)
         if not self.root or self.root.endswith("/"):
             return f"{self.root}{tail}"
         return f"{self.root}/{tail}"
@@ -261,15 +264,12 @@ class RcloneHost(ByHash, Deleter, Checker):
     def _locator(self, digest: str) -> str:
         return f"rclone://{self.remote}:{quote(self._key(digest), safe='/')}"
 
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names; anything but an rclone URL ending in ab/cd/<hash> is refused."""
-        match = None
-        if (isinstance(locator, str) and locator[:9].lower() == "rclone://"
-                and "?" not in locator and "#" not in locator):
-            match = _KEY.search(unquote(locator))
-        if match is None:
-            raise ObjectMissing(self.name, f"not a locator of this rclone host: {str(locator)[:200]!r}")
-        return match.group(3)
+    def _locator_path(self, locator: str) -> str | None:
+        """``REMOTE:path/ab/cd/<hash>`` of an ``rclone://`` URL with no query (not
+        split as a URL: a remote's name is no host name)."""
+        if locator[:9].lower() != "rclone://" or "?" in locator or "#" in locator:
+            return None
+        return unquote(locator)
 
     # -- running rclone ---------------------------------------------------------------
 

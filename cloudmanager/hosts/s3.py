@@ -60,9 +60,11 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from ..errors import HostError, ObjectMissing
+from ..layout import is_sha256, sharded
 from ..retry import RetryPolicy, retry_after
 from ..streams import Sink
-from .base import ByHash, Checker, Deleter, Host
+from .base import Checker, Deleter, Host
+from .kit import Sharded
 from .registry import HostSpec
 
 if TYPE_CHECKING:
@@ -80,8 +82,6 @@ OPTIONS = frozenset({"endpoint_url", "region", "access_key_id", "secret_access_k
 
 _STYLES: dict[str, Literal["auto", "path", "virtual"]] = {"auto": "auto", "path": "path",
                                                           "virtual": "virtual"}
-_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _AUTH = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
@@ -140,10 +140,12 @@ class _Resume:
         return size
 
 
-class S3Host(ByHash, Deleter, Checker):
+class S3Host(Sharded, Deleter, Checker):
     """A bucket (and a prefix in it) on S3 or an S3-compatible store."""
 
     scheme = "s3"
+    kind = "S3"
+    locator_schemes = frozenset({"s3"})
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str | None = None, access_key_id: str | None = None,
@@ -202,21 +204,11 @@ class S3Host(ByHash, Deleter, Checker):
         return f"s3://{self.bucket}/{quote(self.prefix)}{query}"
 
     def _key(self, digest: str) -> str:
-        tail = f"{digest[:2]}/{digest[2:4]}/{digest}"
+        tail = sharded(digest)
         return f"{self.prefix}/{tail}" if self.prefix else tail
 
     def _locator(self, digest: str) -> str:
         return f"s3://{self.bucket}/{quote(self._key(digest))}"
-
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names; anything but an s3:// URL ending in ab/cd/<hash> is refused."""
-        parts = urlsplit(locator) if isinstance(locator, str) else None
-        match = None
-        if parts is not None and parts.scheme == "s3" and not parts.query:
-            match = _KEY.search(unquote(parts.path))
-        if match is None:
-            raise ObjectMissing(self.name, f"not a locator of this S3 host: {str(locator)[:200]!r}")
-        return match.group(3)
 
     # -- errors -----------------------------------------------------------------------
 
@@ -306,7 +298,7 @@ class S3Host(ByHash, Deleter, Checker):
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Send the file with ``upload_file`` (multipart when large), unless an object
         of the same size is there already."""
-        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        if not is_sha256(digest):
             raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
         try:
             size = source.stat().st_size

@@ -62,7 +62,6 @@ import logging
 import math
 import os
 import posixpath
-import re
 import secrets
 import socket
 import stat
@@ -71,15 +70,17 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import HostError, ObjectMissing
+from ..layout import is_sha256, sharded
 from ..retry import RetryPolicy
 from ..streams import Sink
-from .base import ByHash, Checker, Deleter, Host
+from .base import Checker, Deleter, Host
+from .kit import Sharded
 from .registry import HostSpec, option, seconds
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,6 @@ OPTIONS = frozenset({"key_file", "known_hosts", "host_key_policy", "password_env
                      "retries", "retry_delay", "connections"})
 _MAX_NAME = 128  # the longest host name a dump carries
 
-_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
                              errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
                              errno.EHOSTDOWN})
@@ -229,10 +228,13 @@ def _load_key_file(path: Path, password: str | None) -> paramiko.PKey:
                          f"({type(exc).__name__})") from None
 
 
-class SftpHost(ByHash, Deleter, Checker):
+class SftpHost(Sharded, Deleter, Checker):
     """A folder on an SSH server, reached through SFTP."""
 
     scheme = "sftp"
+    kind = "sftp"
+    locator_schemes = frozenset({"sftp"})
+    locator_query = True
 
     def __init__(self, host: str, path: str, *, user: str | None = None, port: int = DEFAULT_PORT,
                  password: str | None = None, key: paramiko.PKey | None = None,
@@ -331,19 +333,14 @@ class SftpHost(ByHash, Deleter, Checker):
         return f"sftp://{user}{self._server()}{quote(self.url_path)}"
 
     def _object(self, digest: str) -> str:
-        return posixpath.join(self.root, digest[:2], digest[2:4], digest)
+        return posixpath.join(self.root, sharded(digest))
 
     def _locator(self, digest: str) -> str:
-        return f"{self.url()}/{digest[:2]}/{digest[2:4]}/{digest}"
+        return f"{self.url()}/{sharded(digest)}"
 
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names: an sftp URL ending in ab/cd/<hash>; ObjectMissing if it names none."""
-        parts = urlsplit(locator) if isinstance(locator, str) else None
-        match = _KEY.search(unquote(parts.path)) if parts is not None and parts.scheme == "sftp" else None
-        if match is None:
-            shown = locator[:200] if isinstance(locator, str) else type(locator).__name__
-            raise ObjectMissing(self.name, f"not a locator of this sftp host: {self._scrub(repr(shown))}")
-        return match.group(3)
+    def _shown(self, locator: object) -> str:
+        """The locator shortened, never with the password."""
+        return self._scrub(repr(locator[:200] if isinstance(locator, str) else type(locator).__name__))
 
     def _path(self, locator: str) -> str:
         """The server path of the object a locator names; ObjectMissing if it names none."""
@@ -651,7 +648,7 @@ class SftpHost(ByHash, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Store ``source`` as ``PATH/ab/cd/<digest>`` (atomic; skipped when already there)."""
-        if not isinstance(digest, str) or _SHA256.fullmatch(digest) is None:
+        if not is_sha256(digest):
             raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
         try:
             with open(source, "rb") as handle:

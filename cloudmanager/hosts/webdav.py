@@ -55,7 +55,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import re
 import ssl
 import threading
 import time
@@ -71,9 +70,11 @@ from webdav4.multistatus import parse_multistatus_response  # type: ignore[impor
 
 from ..errors import HostError, ObjectMissing
 from ..httpstatus import HttpStatus
+from ..layout import is_sha256, sharded
 from ..retry import RetryPolicy
 from ..streams import Sink
-from .base import ByHash, Checker, Deleter, Host
+from .base import Checker, Deleter, Host
+from .kit import Sharded
 from .registry import HostSpec
 
 T = TypeVar("T")
@@ -91,8 +92,6 @@ OPTIONS = frozenset({"timeout", "retries", "retry_delay", "verify", "password_en
 
 _SCHEMES = {"webdav": ("http", 80), "webdavs": ("https", 443),
             "http": ("http", 80), "https": ("https", 443)}
-_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 #: Answers worth another try: throttling and a server or gateway in trouble.
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 509})
 _PROPFIND = ('<?xml version="1.0" encoding="utf-8"?>'
@@ -256,10 +255,12 @@ def _netloc(host: str, port: int | None) -> str:
     return f"{shown}:{port}" if port is not None else shown
 
 
-class WebdavHost(ByHash, Deleter, Checker):
+class WebdavHost(Sharded, Deleter, Checker):
     """A collection on a WebDAV server (Nextcloud, Apache mod_dav, rclone serve...)."""
 
     scheme = "webdav"
+    kind = "WebDAV"
+    locator_schemes = frozenset({"webdav", "webdavs"})
 
     def __init__(self, url: str, *, user: str | None = None, password: str | None = None,
                  name: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -314,23 +315,13 @@ class WebdavHost(ByHash, Deleter, Checker):
         return f"{self.url_scheme}://{user}{_netloc(self.hostname, self.port)}{quote(self.root) or '/'}"
 
     def _key(self, digest: str) -> str:
-        return f"{self.root}/{digest[:2]}/{digest[2:4]}/{digest}"
+        return f"{self.root}/{sharded(digest)}"
 
     def _locator(self, digest: str) -> str:
         return f"{self.url_scheme}://{_netloc(self.hostname, self.port)}{quote(self._key(digest))}"
 
     def _address(self, path: str) -> str:
         return self._origin + quote(path)
-
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names; anything but a webdav(s) URL ending in ab/cd/<hash> is refused."""
-        parts = urlsplit(locator) if isinstance(locator, str) else None
-        match = None
-        if parts is not None and parts.scheme in ("webdav", "webdavs") and not parts.query:
-            match = _KEY.search(unquote(parts.path))
-        if match is None:
-            raise ObjectMissing(self.name, f"not a locator of this WebDAV host: {str(locator)[:200]!r}")
-        return match.group(3)
 
     # -- errors -----------------------------------------------------------------------
 
@@ -435,7 +426,7 @@ class WebdavHost(ByHash, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Send the file (streamed), unless an object of the same size is there already."""
-        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        if not is_sha256(digest):
             raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
         path = self._key(digest)
         folder = posixpath.dirname(path)
