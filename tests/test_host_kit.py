@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
+
+import pytest
 
 import cloudmanager
 from cloudmanager import layout
+from cloudmanager.hosts.registry import RETRY_OPTIONS, Option, read_options, seconds, secret_from_env
 
 PACKAGE = Path(cloudmanager.__file__).parent
 
@@ -51,3 +55,32 @@ def test_the_layout_refuses_what_is_not_a_digest_in_its_own_place() -> None:
                 f"remote:{layout.sharded(DIGEST)}", f"/ab/cd/{DIGEST.upper()}",
                 f"/ab/cd/{DIGEST}/x", "/ab/cd/abcd"):
         assert layout.digest_at_end(bad) is None, bad
+
+
+def test_options_are_declared_as_data_and_read_once() -> None:
+    declared = (Option("timeout", seconds, 30.0, "seconds"), Option("name_of", str, None, "text"),
+                *RETRY_OPTIONS)
+    assert read_options({}, declared, "demo") == {"timeout": 30.0, "name_of": None}
+    assert read_options({"timeout": "5", "retries": "2"}, declared, "demo") == \
+        {"timeout": 5.0, "name_of": None, "retries": "2"}
+    with pytest.raises(ValueError, match=r"unknown demo option 'colour' \(known: name_of, retries"):
+        read_options({"colour": "red"}, declared, "demo")
+    with pytest.raises(ValueError, match="the demo option timeout must be positive"):
+        read_options({"timeout": "0"}, declared, "demo")
+
+
+@pytest.mark.parametrize("module", ["sftp", "webdav", "s3", "rclone", "node"])
+def test_every_kind_with_options_declares_them_with_help(module: str) -> None:
+    declared = importlib.import_module(f"cloudmanager.hosts.{module}").OPTIONS
+    assert declared and all(isinstance(item, Option) and item.help for item in declared)
+    assert {"retries", "retry_delay"} <= {item.name for item in declared}
+
+
+def test_a_secret_is_read_from_the_environment_variable_an_option_names(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CM_TEST_KIT_SECRET", "s3cret")
+    monkeypatch.delenv("CM_TEST_KIT_UNSET", raising=False)
+    assert secret_from_env("CM_TEST_KIT_SECRET", "password_env") == "s3cret"
+    assert secret_from_env(None, "password_env") is None
+    with pytest.raises(ValueError, match=r"CM_TEST_KIT_UNSET \(password_env\) is not set"):
+        secret_from_env("CM_TEST_KIT_UNSET", "password_env")

@@ -3,6 +3,13 @@
 * :class:`Sharded`: a kind that stores each object by its SHA-256 in the sharded
   layout (:mod:`cloudmanager.layout`) below a root, its locators URLs that end in
   ``/ab/cd/<sha256>``; it reads which file a locator names (the locator parser).
+
+The rest of the kit sits in :mod:`~cloudmanager.hosts.registry`, which builds hosts
+from URLs: a kind declares its options as data (:class:`~.registry.Option`: a name,
+a converter, a default, a line of help; :data:`~.registry.RETRY_OPTIONS` for the
+retry settings every network kind has), :func:`~.registry.read_options` converts
+them and refuses an unknown one, and :func:`~.registry.secret_from_env` reads a
+secret from the environment variable an option names.
 """
 
 from __future__ import annotations

@@ -90,12 +90,11 @@ from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import Checker, Deleter, Host
 from .kit import Sharded
-from .registry import HostSpec, option, seconds
+from .registry import RETRY_OPTIONS, HostSpec, Option, file_path, read_options, seconds
 
 T = TypeVar("T")
 
 #: The options this kind understands.
-OPTIONS = frozenset({"config", "rclone", "timeout", "retries", "retry_delay", "low_level_retries", "flags"})
 DEFAULT_TIMEOUT = 30.0
 #: Seconds added to every watchdog limit (rclone's start, reading its configuration).
 GRACE_S = 10.0
@@ -501,19 +500,22 @@ def _flags(value: Any) -> list[str]:
     raise ValueError("not a list of strings")
 
 
+#: Options this kind understands.
+OPTIONS = (
+    Option("config", file_path, None, "the rclone.conf to use (default: rclone's own)"),
+    Option("rclone", str, "rclone", "the rclone command"),
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds rclone may wait on the remote"),
+    Option("low_level_retries", _attempts, None, "rclone's --low-level-retries"),
+    Option("flags", _flags, (), "more rclone flags: a list, or one string split as a shell does"),
+    *RETRY_OPTIONS,
+)
+
+
 def from_spec(spec: HostSpec) -> Host:
     """``rclone://REMOTE:path``: a folder on an rclone remote."""
     remote, path = parse_target(spec.url)
-    options = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown rclone option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
-    config = options.get("config") or None
-    if config is not None and not isinstance(config, str | os.PathLike):
-        raise ValueError("the rclone option config must be a file path")
-    return RcloneHost(remote, path, name=spec.name, config=config,
-                      rclone=str(options.get("rclone") or "rclone"),
-                      timeout=option(options, "timeout", seconds, DEFAULT_TIMEOUT, "rclone"),
-                      retry=RetryPolicy.from_options(options),
-                      low_level_retries=option(options, "low_level_retries", _attempts, None, "rclone"),
-                      flags=option(options, "flags", _flags, [], "rclone"), token=spec.token)
+    options = read_options(spec.options, OPTIONS, "rclone")
+    return RcloneHost(remote, path, name=spec.name, config=options["config"], rclone=options["rclone"],
+                      timeout=options["timeout"], retry=RetryPolicy.from_options(options),
+                      low_level_retries=options["low_level_retries"], flags=options["flags"],
+                      token=spec.token)

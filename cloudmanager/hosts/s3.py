@@ -65,7 +65,7 @@ from ..retry import RetryPolicy, retry_after
 from ..streams import Sink
 from .base import Checker, Deleter, Host
 from .kit import Sharded
-from .registry import HostSpec
+from .registry import RETRY_OPTIONS, HostSpec, Option, read_options, seconds
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -77,8 +77,16 @@ DEFAULT_TIMEOUT = 30.0
 #: Parts of a multipart upload sent at once.
 UPLOAD_THREADS = 4
 #: Options this kind understands.
-OPTIONS = frozenset({"endpoint_url", "region", "access_key_id", "secret_access_key", "profile",
-                     "addressing_style", "timeout", "retries", "retry_delay"})
+OPTIONS = (
+    Option("endpoint_url", str, None, "an S3-compatible store, e.g. http://127.0.0.1:9000"),
+    Option("region", str, None, "the bucket's region"),
+    Option("access_key_id", str, None, "the access key (its secret: the token, or secret_access_key)"),
+    Option("secret_access_key", str, None, "the access key's secret, when no token is given"),
+    Option("profile", str, None, "a profile of the AWS configuration files"),
+    Option("addressing_style", str, None, "auto, path or virtual"),
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds to connect, and between two reads"),
+    *RETRY_OPTIONS,
+)
 
 _STYLES: dict[str, Literal["auto", "path", "virtual"]] = {"auto": "auto", "path": "path",
                                                           "virtual": "virtual"}
@@ -358,37 +366,18 @@ class S3Host(Sharded, Deleter, Checker):
         self._client.close()
 
 
-def _number(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = options.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"the S3 option {key} must be a number, not {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"the S3 option {key} must be positive")
-    return number
-
-
 def from_spec(spec: HostSpec) -> Host:
     """``s3://bucket/prefix``: a bucket on S3 or an S3-compatible store."""
-    options = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown S3 option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    options = read_options(spec.options, OPTIONS, "S3")
     parts = spec.parts
     if "@" in parts.netloc:
         raise ValueError("an S3 URL carries no keys: give them as access_key_id and token "
                          "(or secret_access_key) in the host's configuration")
     if not parts.netloc:
         raise ValueError("an S3 host is written s3://bucket/prefix")
-    secret = spec.token if spec.token is not None else options.get("secret_access_key")
-
-    def text(key: str) -> str | None:
-        value = options.get(key)
-        return str(value) if value not in (None, "") else None
-
-    return S3Host(unquote(parts.netloc), spec.path, endpoint_url=text("endpoint_url"), region=text("region"),
-                  access_key_id=text("access_key_id"), secret_access_key=str(secret) if secret else None,
-                  profile=text("profile"), addressing_style=text("addressing_style"), name=spec.name,
-                  timeout=_number(options, "timeout", DEFAULT_TIMEOUT),
+    secret = spec.token if spec.token is not None else options["secret_access_key"]
+    return S3Host(unquote(parts.netloc), spec.path, endpoint_url=options["endpoint_url"],
+                  region=options["region"], access_key_id=options["access_key_id"],
+                  secret_access_key=str(secret) if secret else None, profile=options["profile"],
+                  addressing_style=options["addressing_style"], name=spec.name, timeout=options["timeout"],
                   retry=RetryPolicy.from_options(options))

@@ -66,10 +66,10 @@ import secrets
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 from urllib.parse import quote, unquote
 
 import paramiko
@@ -81,7 +81,7 @@ from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import Checker, Deleter, Host
 from .kit import Sharded
-from .registry import HostSpec, option, seconds
+from .registry import RETRY_OPTIONS, HostSpec, Option, file_path, read_options, seconds, secret_from_env
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,16 @@ READ_AHEAD = 4 * 1024 * 1024
 READ_BATCH = 1024 * 1024
 #: The size of one SFTP read request (paramiko's and OpenSSH's usual 32 KiB).
 REQUEST_SIZE = 32 * 1024
-OPTIONS = frozenset({"key_file", "known_hosts", "host_key_policy", "password_env", "timeout",
-                     "retries", "retry_delay", "connections"})
+#: Options this kind understands.
+OPTIONS = (
+    Option("key_file", file_path, None, "a private key file to log in with"),
+    Option("known_hosts", file_path, None, "the known_hosts file that holds the server's key"),
+    Option("host_key_policy", str, "reject", "reject or accept-new: what to do with an unknown server key"),
+    Option("password_env", str, None, "an environment variable holding the password or key passphrase"),
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds to connect, and between two reads or writes"),
+    Option("connections", int, DEFAULT_CONNECTIONS, "SSH connections at most, one operation each"),
+    *RETRY_OPTIONS,
+)
 _MAX_NAME = 128  # the longest host name a dump carries
 
 _NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
@@ -731,15 +739,6 @@ class SftpHost(Sharded, Deleter, Checker):
 
 
 
-def _path_option(options: Mapping[str, Any], key: str) -> str | None:
-    value = options.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str | os.PathLike):
-        raise ValueError(f"the sftp option {key} must be a file path")
-    return os.fspath(value)
-
-
 def from_spec(spec: HostSpec) -> Host:
     """``sftp://user@host:port/path``: a folder on an SSH server."""
     parts = spec.parts
@@ -749,10 +748,7 @@ def from_spec(spec: HostSpec) -> Host:
         port = parts.port or DEFAULT_PORT
     except ValueError:
         raise ValueError("the port of an sftp host must be a number from 1 to 65535") from None
-    options = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown sftp option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    options = read_options(spec.options, OPTIONS, "sftp")
     user = unquote(parts.username) if parts.username else None
     key_text = password = None
     if spec.token and spec.token.lstrip().startswith("-----BEGIN"):
@@ -761,20 +757,15 @@ def from_spec(spec: HostSpec) -> Host:
         password = spec.token
     if password is None and parts.password:
         password = unquote(parts.password)
-    env_name = options.get("password_env")
-    if password is None and env_name:
-        password = os.environ.get(str(env_name))
-        if password is None:
-            raise ValueError(f"the environment variable {env_name} (password_env) is not set")
+    if password is None:
+        password = secret_from_env(options["password_env"], "password_env")
     key = None
     if key_text is not None:
-        if _path_option(options, "key_file"):
+        if options["key_file"]:
             raise ValueError("give the private key as token or as key_file, not both")
         key = _load_key_text(key_text, password)  # a password, if any, unlocks it
-    timeout = option(options, "timeout", seconds, DEFAULT_TIMEOUT, "sftp")
-    connections = option(options, "connections", int, DEFAULT_CONNECTIONS, "sftp")
     return SftpHost(parts.hostname, spec.path, user=user, port=port, password=password, key=key,
-                    key_file=_path_option(options, "key_file"),
-                    known_hosts=_path_option(options, "known_hosts"),
-                    host_key_policy=str(options.get("host_key_policy") or "reject"), timeout=timeout,
-                    retry=RetryPolicy.from_options(options), connections=connections, name=spec.name)
+                    key_file=options["key_file"], known_hosts=options["known_hosts"],
+                    host_key_policy=options["host_key_policy"], timeout=options["timeout"],
+                    retry=RetryPolicy.from_options(options), connections=options["connections"],
+                    name=spec.name)

@@ -58,7 +58,7 @@ import posixpath
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
@@ -75,7 +75,16 @@ from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import Checker, Deleter, Host
 from .kit import Sharded
-from .registry import HostSpec
+from .registry import (
+    RETRY_OPTIONS,
+    BadOption,
+    HostSpec,
+    Option,
+    option,
+    read_options,
+    seconds,
+    secret_from_env,
+)
 
 T = TypeVar("T")
 
@@ -87,8 +96,15 @@ CHUNK = 1024 * 1024
 #: too slow: per-read timeouts alone never expire for a server that dribbles.
 MIN_PACE = 64 * 1024
 _TOO_SLOW = "answer too slow"
+#: Whether certificates are checked when the verify option is not given.
+_DEFAULT_VERIFY: bool | ssl.SSLContext = True
 #: Options this kind understands.
-OPTIONS = frozenset({"timeout", "retries", "retry_delay", "verify", "password_env"})
+OPTIONS = (
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds to connect, and between two reads or writes"),
+    Option("verify", lambda value: _verify(value), True, "true, false, or a CA bundle file or folder"),
+    Option("password_env", str, None, "an environment variable holding the password"),
+    *RETRY_OPTIONS,
+)
 
 _SCHEMES = {"webdav": ("http", 80), "webdavs": ("https", 443),
             "http": ("http", 80), "https": ("https", 443)}
@@ -247,7 +263,7 @@ def _verify(value: Any) -> bool | ssl.SSLContext:
         return ssl.create_default_context(capath=text)
     if os.path.isfile(text):
         return ssl.create_default_context(cafile=text)
-    raise ValueError(f"verify must be true, false or a CA bundle file or folder (no such path: {text!r})")
+    raise BadOption(f"must be true, false or a CA bundle file or folder (no such path: {text!r})")
 
 
 def _netloc(host: str, port: int | None) -> str:
@@ -299,7 +315,7 @@ class WebdavHost(Sharded, Deleter, Checker):
         if self.user is not None or password is not None:
             auth = httpx.BasicAuth(self.user or "", password or "")
         if isinstance(verify, str):
-            verify = _verify(verify)
+            verify = option({"verify": verify}, "verify", _verify, _DEFAULT_VERIFY, "WebDAV")
         self._client = Client(self._origin, auth=auth, retry=False, chunk_size=CHUNK,
                               timeout=httpx.Timeout(self.timeout), verify=verify,
                               transport=_PacedTransport(verify, self.timeout))
@@ -501,32 +517,15 @@ class WebdavHost(Sharded, Deleter, Checker):
         self._http.close()
 
 
-def _option(options: Mapping[str, Any], key: str, kind: type[float] | type[int], default: float) -> float:
-    value = options.get(key, default)
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"the WebDAV option {key} must be a number, not {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"the WebDAV option {key} must be positive")
-    return float(number)
-
-
 def from_spec(spec: HostSpec) -> Host:
     """``webdav://[user@]host[:port]/path`` (HTTP) or ``webdavs://...`` (HTTPS)."""
-    options = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown WebDAV option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    options = read_options(spec.options, OPTIONS, "WebDAV")
     password = spec.token
-    env_name = options.get("password_env")
-    if password is None and env_name:
-        password = os.environ.get(str(env_name))
-        if password is None:
-            raise ValueError(f"the environment variable {env_name} (password_env) is not set")
+    if password is None:
+        password = secret_from_env(options["password_env"], "password_env")
     parts = spec.parts
     # The URL goes on without its query (options are read here) and keeps any password in it.
     url = parts._replace(query="", fragment="").geturl()
     return WebdavHost(url, password=password, name=spec.name,
-                      timeout=_option(options, "timeout", float, DEFAULT_TIMEOUT),
-                      retry=RetryPolicy.from_options(options), verify=_verify(options.get("verify", True)))
+                      timeout=options["timeout"], retry=RetryPolicy.from_options(options),
+                      verify=options["verify"])
