@@ -82,6 +82,7 @@ from ..streams import Sink
 from .base import Checker, Deleter, Host
 from .kit import Sharded
 from .registry import RETRY_OPTIONS, HostSpec, Option, file_path, read_options, seconds, secret_from_env
+from .sftp_reads import Reader
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,11 @@ DEFAULT_PORT = 22
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECTIONS = 4
 HOST_KEY_POLICIES = ("reject", "accept-new")
-#: Bytes a download takes from paramiko at a time.
-READ_SIZE = 256 * 1024
 #: Bytes of a download requested ahead of the reader, so the server streams
-#: without waiting for each request (in pieces of REQUEST_SIZE, topped up by
-#: READ_BATCH).  The answers wait in the SSH channel's window (2 MiB), so
-#: memory stays flat whatever the file size.
+#: without waiting for each request (in pieces of REQUEST_SIZE).  The answers
+#: wait in the SSH channel's window (2 MiB), so memory stays flat whatever the
+#: file size.
 READ_AHEAD = 4 * 1024 * 1024
-READ_BATCH = 1024 * 1024
 #: The size of one SFTP read request (paramiko's and OpenSSH's usual 32 KiB).
 REQUEST_SIZE = 32 * 1024
 #: Options this kind understands.
@@ -174,31 +172,6 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         """Accept the key (accept-new, first sight) or raise."""
         self._owner._new_host_key(hostname, key)
-
-
-def _read_requests(handle: paramiko.SFTPFile) -> Callable[[list[tuple[int, int]]], None] | None:
-    """A function that asks the server for these (offset, length) pieces of
-    ``handle`` ahead of reading them, from the calling thread; None if this
-    paramiko lacks the private names it uses.
-
-    paramiko's own read-ahead (``prefetch``, ``readv``) sends the requests from
-    a helper thread that races the reader: when the reader has taken every
-    answer while the helper is still sending, paramiko stops reading ahead and
-    the answers that come later pile up in memory unused (and a dropped
-    connection kills the helper with a traceback).  Requests sent here are all
-    registered before any answer is read, and a failure is raised in the
-    caller, which handles it.  ``read`` then takes the answers in order.
-    """
-    send = getattr(handle, "_prefetch_thread", None)
-    if send is None or not hasattr(handle, "_prefetching"):  # pragma: no cover - another paramiko
-        return None
-
-    def request(chunks: list[tuple[int, int]]) -> None:
-        setattr(handle, "_prefetching", True)  # noqa: B010 - paramiko's private state
-        setattr(handle, "_prefetch_done", False)  # noqa: B010
-        send(chunks, None)
-
-    return request
 
 
 def _load_key_text(text: str, password: str | None) -> paramiko.PKey:
@@ -680,39 +653,31 @@ class SftpHost(Sharded, Deleter, Checker):
         def once() -> None:
             with self._session() as sftp:
                 try:
-                    handle = sftp.open(path, "rb")
+                    size = sftp.stat(path).st_size or 0
+                    self._stream(sftp, path, size, out, lambda count: counted.append(count))
                 except FileNotFoundError:
                     raise ObjectMissing(self.name, f"no such object: {posixpath.basename(path)}") from None
-                with handle:
-                    self._stream(handle, out, lambda count: counted.append(count))
 
         def transient(exc: BaseException) -> float | None:
             return None if counted else _transient(exc)
 
         self._run(f"cannot fetch from {self.url()}", once, transient)
 
-    def _stream(self, handle: paramiko.SFTPFile, out: Sink, wrote: Callable[[int], object]) -> None:
-        """Copy ``handle`` to ``out``, keeping up to READ_AHEAD bytes requested ahead."""
-        size = handle.stat().st_size or 0
-        request = _read_requests(handle)
-        requested = position = 0
-        while position < size:
-            if request is not None:
-                while requested < size and requested - position < READ_AHEAD:
-                    end = min(requested + READ_BATCH, size)
-                    request([(at, min(REQUEST_SIZE, end - at)) for at in range(requested, end, REQUEST_SIZE)])
-                    requested = end
-                chunk = handle.read(min(READ_SIZE, requested - position))
-            else:
-                chunk = handle.read(READ_SIZE)
-            if not chunk:
-                break  # shorter than it was: the caller's hash check will tell
-            try:
-                out.write(chunk)
-            except Exception as exc:  # the caller's file, not the server
-                raise HostError(self.name, f"cannot write the download: {exc}") from exc
-            position += len(chunk)
-            wrote(len(chunk))
+    def _stream(self, sftp: paramiko.SFTPClient, path: str, size: int, out: Sink,
+                wrote: Callable[[int], object]) -> None:
+        """Copy the file at ``path`` to ``out``, keeping up to READ_AHEAD bytes requested
+        ahead, on an SFTP channel of its own on the session's connection (sftp_reads.py)."""
+        channel = sftp.get_channel()
+        transport = channel.get_transport() if channel is not None else None
+        if transport is None or not transport.is_active():
+            raise _ConnectionLost("the connection closed")
+        with Reader(transport, self.timeout) as reader:
+            for chunk in reader.pieces(path, size, REQUEST_SIZE, READ_AHEAD):
+                try:
+                    out.write(chunk)
+                except Exception as exc:  # the caller's file, not the server
+                    raise HostError(self.name, f"cannot write the download: {exc}") from exc
+                wrote(len(chunk))
 
     def delete(self, locator: str) -> None:
         """Remove the object (nothing happens when it is gone already)."""
