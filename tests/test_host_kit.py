@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 import cloudmanager
 from cloudmanager import layout
 from cloudmanager.hosts.registry import RETRY_OPTIONS, Option, read_options, seconds, secret_from_env
+from cloudmanager.hosts.sftp_reads import Reader
 
 PACKAGE = Path(cloudmanager.__file__).parent
 
@@ -84,3 +87,61 @@ def test_a_secret_is_read_from_the_environment_variable_an_option_names(
     assert secret_from_env(None, "password_env") is None
     with pytest.raises(ValueError, match=r"CM_TEST_KIT_UNSET \(password_env\) is not set"):
         secret_from_env("CM_TEST_KIT_UNSET", "password_env")
+
+
+class _ShortServer:
+    """An in-memory SFTP v3 server behind a fake channel: its READ answers hold at most
+    ``most`` bytes, as servers with a smaller read limit than OpenSSH's answer."""
+
+    def __init__(self, data: bytes, most: int):
+        self.data, self.most = data, most
+        self.outgoing = bytearray()
+        self.closed = False
+
+    # the paramiko.Transport and paramiko.Channel methods the reader uses
+    def open_session(self, timeout: float | None = None) -> _ShortServer:
+        return self
+
+    def settimeout(self, timeout: float) -> None:
+        pass
+
+    def invoke_subsystem(self, name: str) -> None:
+        assert name == "sftp"
+
+    def close(self) -> None:
+        self.closed = True
+
+    def recv(self, size: int) -> bytes:
+        taken = bytes(self.outgoing[:min(size, 7)])  # in small pieces, to test reassembly
+        del self.outgoing[:len(taken)]
+        return taken
+
+    def sendall(self, packet: bytes) -> None:
+        kind, body = packet[4], packet[5:]
+        if kind == 1:  # INIT
+            self._answer(2, struct.pack(">I", 3))
+            return
+        ident = body[:4]
+        if kind == 3:  # OPEN
+            self._answer(102, ident + struct.pack(">I", 1) + b"h")
+        elif kind == 5:  # READ: handle (4 + 1 bytes), offset, length
+            offset, length = struct.unpack(">QI", body[9:21])
+            piece = self.data[offset:offset + min(length, self.most)]
+            if piece:
+                self._answer(103, ident + struct.pack(">I", len(piece)) + piece)
+            else:
+                self._answer(101, ident + struct.pack(">I", 1) + struct.pack(">I", 3) + b"EOF" + b"\0" * 4)
+        elif kind == 4:  # CLOSE
+            self._answer(101, ident + b"\0" * 12)
+
+    def _answer(self, kind: int, payload: bytes) -> None:
+        self.outgoing += struct.pack(">IB", len(payload) + 1, kind) + payload
+
+
+def test_sftp_reads_ask_again_after_a_short_answer() -> None:
+    data = os.urandom(300_000)
+    server = _ShortServer(data, most=10_000)
+    reader = Reader(server, 5.0)  # type: ignore[arg-type]
+    got = b"".join(reader.pieces("/x", len(data), 32 * 1024, 128 * 1024))
+    reader.close()
+    assert got == data and server.closed

@@ -1,5 +1,7 @@
 """The host kit: what the host kinds share, written once.
 
+* :func:`check_digest`, :func:`upload_size`, :func:`unreadable`: what every upload
+  checks first (a SHA-256, a readable source), with the same messages.
 * :class:`Sharded`: a kind that stores each object by its SHA-256 in the sharded
   layout (:mod:`cloudmanager.layout`) below a root, its locators URLs that end in
   ``/ab/cd/<sha256>``; it reads which file a locator names (the locator parser).
@@ -14,12 +16,13 @@ secret from the environment variable an option names.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ObjectMissing
-from ..layout import digest_at_end
-from .base import ByHash
+from ..errors import HostError, ObjectMissing
+from ..layout import digest_at_end, is_sha256
+from .base import ByHash, Host
 
 
 class Sharded(ByHash):
@@ -59,3 +62,24 @@ class Sharded(ByHash):
         if digest is None:
             raise ObjectMissing(self.name, f"not a locator of this {self.kind} host: {self._shown(locator)}")
         return digest
+
+
+def check_digest(host: Host, digest: str) -> None:
+    """HostError unless ``digest`` is a SHA-256 (64 lowercase hex digits)."""
+    if not is_sha256(digest):
+        raise HostError(host.name, f"not a SHA-256: {str(digest)[:80]!r}")
+
+
+def unreadable(host: Host, source: Path | str, exc: OSError) -> HostError:
+    """The error for an upload whose local file cannot be read (raise it ``from exc``)."""
+    return HostError(host.name, f"cannot read {source}: {exc.strerror or exc}")
+
+
+def upload_size(host: Host, source: Path, digest: str) -> int:
+    """The size of the file an upload sends, after checking ``digest``; HostError when
+    ``digest`` is no SHA-256 or ``source`` cannot be read."""
+    check_digest(host, digest)
+    try:
+        return source.stat().st_size
+    except OSError as exc:
+        raise unreadable(host, source, exc) from exc

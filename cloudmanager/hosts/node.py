@@ -32,12 +32,12 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import HostError, ObjectMissing
-from ..names import is_sha256
+from ..errors import ObjectMissing
 from ..nodeclient import DEFAULT_PORT, DEFAULT_TIMEOUT, NodeClient
 from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import ByHash, Checker, Deleter, Host
+from .kit import check_digest
 from .registry import RETRY_OPTIONS, HostSpec, Option, read_options, seconds
 
 #: Options this kind understands.
@@ -110,8 +110,7 @@ class NodeHost(ByHash, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Send the file (streamed); the node keeps it only if its SHA-256 is ``digest``."""
-        if not is_sha256(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        check_digest(self, digest)
         self.client.put(digest, name, source)
         return self._locator(digest)
 

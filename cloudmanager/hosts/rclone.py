@@ -85,11 +85,11 @@ from typing import IO, Any, TypeVar
 from urllib.parse import quote, unquote
 
 from ..errors import HostError, ObjectMissing
-from ..layout import is_sha256, sharded
+from ..layout import sharded
 from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import Checker, Deleter, Host
-from .kit import Sharded
+from .kit import Sharded, check_digest, unreadable
 from .registry import RETRY_OPTIONS, HostSpec, Option, file_path, read_options, seconds
 
 T = TypeVar("T")
@@ -400,14 +400,13 @@ class RcloneHost(Sharded, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """``rclone copyto --size-only FILE REMOTE:path/ab/cd/<sha256>`` (streamed by rclone)."""
-        if not is_sha256(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        check_digest(self, digest)
         try:
             # The real path: rclone skips symbolic links; absolute, so never read as REMOTE:path.
             real = os.path.realpath(source)
             size = os.stat(real).st_size
         except OSError as exc:
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+            raise unreadable(self, source, exc) from exc
         command = self._command("copyto", "--size-only", real, self._target(digest))
         self._call("cannot upload", lambda: self._run(command, self.patience(size)))
         return self._locator(digest)

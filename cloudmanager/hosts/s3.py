@@ -60,11 +60,11 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from ..errors import HostError, ObjectMissing
-from ..layout import is_sha256, sharded
+from ..layout import sharded
 from ..retry import RetryPolicy, retry_after
 from ..streams import Sink
 from .base import Checker, Deleter, Host
-from .kit import Sharded
+from .kit import Sharded, upload_size
 from .registry import RETRY_OPTIONS, HostSpec, Option, read_options, seconds
 
 if TYPE_CHECKING:
@@ -306,12 +306,7 @@ class S3Host(Sharded, Deleter, Checker):
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Send the file with ``upload_file`` (multipart when large), unless an object
         of the same size is there already."""
-        if not is_sha256(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
-        try:
-            size = source.stat().st_size
-        except OSError as exc:
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+        size = upload_size(self, source, digest)
 
         def attempt() -> None:
             if self._size(digest) == size:

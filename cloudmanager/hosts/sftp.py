@@ -76,11 +76,11 @@ import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import HostError, ObjectMissing
-from ..layout import is_sha256, sharded
+from ..layout import sharded
 from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import Checker, Deleter, Host
-from .kit import Sharded
+from .kit import Sharded, check_digest, unreadable
 from .registry import RETRY_OPTIONS, HostSpec, Option, file_path, read_options, seconds, secret_from_env
 from .sftp_reads import Reader
 
@@ -629,15 +629,14 @@ class SftpHost(Sharded, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Store ``source`` as ``PATH/ab/cd/<digest>`` (atomic; skipped when already there)."""
-        if not is_sha256(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        check_digest(self, digest)
         try:
             with open(source, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 self._run(f"cannot store in {self.url()}",
                           lambda: self._upload_once(handle, size, digest))
         except OSError as exc:  # the local file, not the server (those are HostErrors)
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+            raise unreadable(self, source, exc) from exc
         return self._locator(digest)
 
     def _upload_once(self, handle: IO[bytes], size: int, digest: str) -> None:
@@ -671,7 +670,7 @@ class SftpHost(Sharded, Deleter, Checker):
         transport = channel.get_transport() if channel is not None else None
         if transport is None or not transport.is_active():
             raise _ConnectionLost("the connection closed")
-        with Reader(transport, self.timeout) as reader:
+        with contextlib.closing(Reader(transport, self.timeout)) as reader:
             for chunk in reader.pieces(path, size, REQUEST_SIZE, READ_AHEAD):
                 try:
                     out.write(chunk)

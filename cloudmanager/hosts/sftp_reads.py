@@ -79,12 +79,6 @@ class Reader:
         """Close the channel (the server closes the file with it)."""
         self._channel.close()
 
-    def __enter__(self) -> Reader:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
     # -- messages ---------------------------------------------------------------------
 
     def _send(self, kind: int, payload: bytes) -> None:

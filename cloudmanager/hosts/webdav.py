@@ -70,11 +70,11 @@ from webdav4.multistatus import parse_multistatus_response  # type: ignore[impor
 
 from ..errors import HostError, ObjectMissing
 from ..httpstatus import HttpStatus
-from ..layout import is_sha256, sharded
+from ..layout import sharded
 from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import Checker, Deleter, Host
-from .kit import Sharded
+from .kit import Sharded, unreadable, upload_size
 from .registry import (
     RETRY_OPTIONS,
     BadOption,
@@ -433,7 +433,7 @@ class WebdavHost(Sharded, Deleter, Checker):
                     "PUT", self._address(path), content=iter(lambda: handle.read(CHUNK), b""),
                     headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
         except OSError as exc:
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+            raise unreadable(self, source, exc) from exc
         if response.status_code not in (200, 201, 204, 404, 409):
             raise HttpStatus(response, "PUT")
         return response.status_code
@@ -442,14 +442,9 @@ class WebdavHost(Sharded, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Send the file (streamed), unless an object of the same size is there already."""
-        if not is_sha256(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        size = upload_size(self, source, digest)
         path = self._key(digest)
         folder = posixpath.dirname(path)
-        try:
-            size = source.stat().st_size
-        except OSError as exc:
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
 
         def attempt() -> None:
             if self._size(path) == size:
