@@ -1,6 +1,6 @@
 """The on-disk half of the cache: where cached bytes live, and how they get there.
 
-Layout: ``ROOT/ab/cd/<sha256>`` (two levels of two hex digits, so no directory
+Layout: ``ROOT/ab/cd/<sha256>`` (:mod:`cloudmanager.layout`: two levels of two hex digits, so no directory
 holds more than a few hundred entries even with millions of files).  Writes go
 to ``ROOT/.tmp-*`` (locked while written), are fsynced and renamed into place
 atomically.  ``ROOT/.cloudmanager-owner`` names the catalog and node the folder
@@ -21,7 +21,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from .layout import is_shard, placed, shards
 from .locking import FileLock
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ TEMP_PREFIX = ".tmp-"
 OWNER_FILE = ".cloudmanager-owner"
 #: The folder of the per-file download locks (skipped by the scan, as temps are).
 LOCKS_DIR = ".locks"
-_SHARD = re.compile(r"[0-9a-f]{2}")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -193,7 +191,7 @@ class Cache:
 
     def path(self, digest: str) -> Path:
         """Where the file with this SHA-256 lives when cached."""
-        return self.root / digest[:2] / digest[2:4] / digest
+        return self.root.joinpath(*shards(digest))
 
     def size(self, digest: str) -> int | None:
         """Size of the cached file on disk, or None when it is not there."""
@@ -298,7 +296,7 @@ class Cache:
             if top.name.startswith(TEMP_PREFIX) and top.is_file(follow_symlinks=False):
                 if self._abandoned(path, remove=fix):
                     result.removed_temps.append(path)
-            elif _SHARD.fullmatch(top.name) and top.is_dir(follow_symlinks=False):
+            elif is_shard(top.name) and top.is_dir(follow_symlinks=False):
                 self._scan_shard(path, result, fix)
             elif top.name == LOCKS_DIR and top.is_dir(follow_symlinks=False):
                 if fix:
@@ -312,17 +310,12 @@ class Cache:
     def _scan_shard(self, shard: Path, result: ScanResult, fix: bool) -> None:
         for sub in os.scandir(shard):
             sub_path = Path(sub.path)
-            if not (_SHARD.fullmatch(sub.name) and sub.is_dir(follow_symlinks=False)):
+            if not (is_shard(sub.name) and sub.is_dir(follow_symlinks=False)):
                 self._stray(sub_path, result, fix)
                 continue
             for entry in os.scandir(sub_path):
                 name = entry.name
-                well_placed = (
-                    _DIGEST.fullmatch(name) is not None
-                    and name[:2] == shard.name
-                    and name[2:4] == sub.name
-                    and entry.is_file(follow_symlinks=False)
-                )
+                well_placed = placed(shard.name, sub.name, name) and entry.is_file(follow_symlinks=False)
                 if well_placed:
                     try:
                         result.files[name] = entry.stat(follow_symlinks=False).st_size

@@ -5,7 +5,7 @@ Shared by the ``cm://`` host kind (objects) and catalog sync between nodes
 in an ``Authorization: Bearer`` header and never into a message.  Transient
 failures (refused or dropped connections, timeouts, HTTP 5xx other than 507,
 429 and 503 with their ``Retry-After``) are retried with a
-:class:`~cloudmanager.hosts.retry.RetryPolicy`; every failure in the end is a
+:class:`~cloudmanager.retry.RetryPolicy`; every failure in the end is a
 :class:`~cloudmanager.errors.HostError` (or :class:`~cloudmanager.errors.ObjectMissing`)
 naming the node.
 
@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from .errors import HostError, ObjectMissing
-from .hosts.httpstatus import HttpStatus
-from .hosts.retry import RetryPolicy
+from .httpstatus import HttpStatus
 from .names import is_sha256
+from .retry import RetryPolicy
 from .streams import Sink, write_all
 
 T = TypeVar("T")

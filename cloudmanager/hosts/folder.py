@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import secrets
 import shutil
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from ..errors import HostError, ObjectMissing
+from ..layout import shards
 from ..streams import Sink, copy_stream
-from .base import Adopter, ByHash, Checker, Deleter, Host
+from .base import Adopter, Checker, Deleter, Host
+from .kit import Sharded
 from .registry import HostSpec
 
-_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})\Z")
 
-
-class FolderHost(ByHash, Adopter, Deleter, Checker):
+class FolderHost(Sharded, Adopter, Deleter, Checker):
     """A local or mounted folder."""
 
     scheme = "file"
+    kind = "folder"
+    locator_schemes = frozenset({"file"})
+    locator_query = True
 
     def __init__(self, root: str | Path, name: str | None = None):
         root = Path(root)
@@ -43,15 +44,7 @@ class FolderHost(ByHash, Adopter, Deleter, Checker):
         return self.root.as_uri()
 
     def _object(self, digest: str) -> Path:
-        return self.root / digest[:2] / digest[2:4] / digest
-
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names: a ``file://`` URL ending in ab/cd/<hash>."""
-        parts = urlsplit(locator) if isinstance(locator, str) else None
-        match = _KEY.search(unquote(parts.path)) if parts is not None and parts.scheme == "file" else None
-        if match is None:
-            raise ObjectMissing(self.name, f"not a locator of this folder host: {str(locator)[:200]!r}")
-        return match.group(3)
+        return self.root.joinpath(*shards(digest))
 
     def _path(self, locator: str) -> Path:
         digest = self._digest_of(locator)

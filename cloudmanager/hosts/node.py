@@ -30,19 +30,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import HostError, ObjectMissing
-from ..names import is_sha256
+from ..errors import ObjectMissing
 from ..nodeclient import DEFAULT_PORT, DEFAULT_TIMEOUT, NodeClient
+from ..retry import RetryPolicy
 from ..streams import Sink
 from .base import ByHash, Checker, Deleter, Host
-from .registry import HostSpec, option, seconds
-from .retry import RetryPolicy
+from .kit import check_digest
+from .registry import RETRY_OPTIONS, HostSpec, Option, read_options, seconds
 
 #: Options this kind understands.
-OPTIONS = frozenset({"timeout", "retries", "retry_delay", "ca"})
+OPTIONS = (
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds to connect, and between two reads or writes"),
+    Option("ca", str, None, "for cms://: a CA file to trust for the node's certificate"),
+    *RETRY_OPTIONS,
+)
 _OBJECT = re.compile(r"/objects/([0-9a-f]{64})")
 
 
@@ -107,8 +110,7 @@ class NodeHost(ByHash, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Send the file (streamed); the node keeps it only if its SHA-256 is ``digest``."""
-        if not is_sha256(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        check_digest(self, digest)
         self.client.put(digest, name, source)
         return self._locator(digest)
 
@@ -135,12 +137,7 @@ class NodeHost(ByHash, Deleter, Checker):
 
 def from_spec(spec: HostSpec) -> Host:
     """``cm://HOST:PORT`` (HTTP) or ``cms://HOST:PORT`` (HTTPS), with the node's token."""
-    options: dict[str, Any] = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown cm:// option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    options = read_options(spec.options, OPTIONS, "cm://")
     url = spec.parts._replace(query="", fragment="").geturl()
-    ca = options.get("ca")
-    return NodeHost(url, spec.token or "", name=spec.name,
-                    timeout=option(options, "timeout", seconds, DEFAULT_TIMEOUT, "cm://"),
-                    ca=str(ca) if ca else None, retry=RetryPolicy.from_options(options))
+    return NodeHost(url, spec.token or "", name=spec.name, timeout=options["timeout"], ca=options["ca"],
+                    retry=RetryPolicy.from_options(options))

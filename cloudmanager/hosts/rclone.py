@@ -85,16 +85,16 @@ from typing import IO, Any, TypeVar
 from urllib.parse import quote, unquote
 
 from ..errors import HostError, ObjectMissing
-from ..names import is_sha256
+from ..layout import sharded
+from ..retry import RetryPolicy
 from ..streams import Sink
-from .base import ByHash, Checker, Deleter, Host
-from .registry import HostSpec, option, seconds
-from .retry import RetryPolicy
+from .base import Checker, Deleter, Host
+from .kit import Sharded, check_digest, unreadable
+from .registry import RETRY_OPTIONS, HostSpec, Option, file_path, read_options, seconds
 
 T = TypeVar("T")
 
 #: The options this kind understands.
-OPTIONS = frozenset({"config", "rclone", "timeout", "retries", "retry_delay", "low_level_retries", "flags"})
 DEFAULT_TIMEOUT = 30.0
 #: Seconds added to every watchdog limit (rclone's start, reading its configuration).
 GRACE_S = 10.0
@@ -110,7 +110,6 @@ STDERR_TAIL = 16 * 1024
 #: A remote's name as this host accepts it: no leading '-' (it would read as a flag),
 #: no ':' (on-the-fly ``:backend,option=...:`` remotes could carry secrets in the URL).
 _REMOTE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_KEY = re.compile(r"[:/]([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: rclone's exit codes: directory not found, file not found; temporary error; "no retry", fatal.
 _NOT_FOUND = frozenset({3, 4})
@@ -208,10 +207,13 @@ def clean_path(path: str) -> str:
     return f"/{kept}" if path.startswith("/") else kept
 
 
-class RcloneHost(ByHash, Deleter, Checker):
+class RcloneHost(Sharded, Deleter, Checker):
     """A folder on an rclone remote, reached by running the ``rclone`` command."""
 
     scheme = "rclone"
+    kind = "rclone"
+    locator_schemes = frozenset({"rclone"})
+    layout_lead = ":/"
 
     def __init__(self, remote: str, path: str = "", *, name: str | None = None,
                  config: str | os.PathLike[str] | None = None, rclone: str = "rclone",
@@ -249,7 +251,7 @@ class RcloneHost(ByHash, Deleter, Checker):
         return f"rclone://{self.remote}:{quote(self.root, safe='/')}"
 
     def _key(self, digest: str) -> str:
-        tail = f"{digest[:2]}/{digest[2:4]}/{digest}"
+        tail = sharded(digest)
         if not self.root or self.root.endswith("/"):
             return f"{self.root}{tail}"
         return f"{self.root}/{tail}"
@@ -261,15 +263,12 @@ class RcloneHost(ByHash, Deleter, Checker):
     def _locator(self, digest: str) -> str:
         return f"rclone://{self.remote}:{quote(self._key(digest), safe='/')}"
 
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names; anything but an rclone URL ending in ab/cd/<hash> is refused."""
-        match = None
-        if (isinstance(locator, str) and locator[:9].lower() == "rclone://"
-                and "?" not in locator and "#" not in locator):
-            match = _KEY.search(unquote(locator))
-        if match is None:
-            raise ObjectMissing(self.name, f"not a locator of this rclone host: {str(locator)[:200]!r}")
-        return match.group(3)
+    def _locator_path(self, locator: str) -> str | None:
+        """``REMOTE:path/ab/cd/<hash>`` of an ``rclone://`` URL with no query (not
+        split as a URL: a remote's name is no host name)."""
+        if locator[:9].lower() != "rclone://" or "?" in locator or "#" in locator:
+            return None
+        return unquote(locator)
 
     # -- running rclone ---------------------------------------------------------------
 
@@ -401,14 +400,13 @@ class RcloneHost(ByHash, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """``rclone copyto --size-only FILE REMOTE:path/ab/cd/<sha256>`` (streamed by rclone)."""
-        if not is_sha256(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        check_digest(self, digest)
         try:
             # The real path: rclone skips symbolic links; absolute, so never read as REMOTE:path.
             real = os.path.realpath(source)
             size = os.stat(real).st_size
         except OSError as exc:
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+            raise unreadable(self, source, exc) from exc
         command = self._command("copyto", "--size-only", real, self._target(digest))
         self._call("cannot upload", lambda: self._run(command, self.patience(size)))
         return self._locator(digest)
@@ -501,19 +499,22 @@ def _flags(value: Any) -> list[str]:
     raise ValueError("not a list of strings")
 
 
+#: Options this kind understands.
+OPTIONS = (
+    Option("config", file_path, None, "the rclone.conf to use (default: rclone's own)"),
+    Option("rclone", str, "rclone", "the rclone command"),
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds rclone may wait on the remote"),
+    Option("low_level_retries", _attempts, None, "rclone's --low-level-retries"),
+    Option("flags", _flags, (), "more rclone flags: a list, or one string split as a shell does"),
+    *RETRY_OPTIONS,
+)
+
+
 def from_spec(spec: HostSpec) -> Host:
     """``rclone://REMOTE:path``: a folder on an rclone remote."""
     remote, path = parse_target(spec.url)
-    options = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown rclone option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
-    config = options.get("config") or None
-    if config is not None and not isinstance(config, str | os.PathLike):
-        raise ValueError("the rclone option config must be a file path")
-    return RcloneHost(remote, path, name=spec.name, config=config,
-                      rclone=str(options.get("rclone") or "rclone"),
-                      timeout=option(options, "timeout", seconds, DEFAULT_TIMEOUT, "rclone"),
-                      retry=RetryPolicy.from_options(options),
-                      low_level_retries=option(options, "low_level_retries", _attempts, None, "rclone"),
-                      flags=option(options, "flags", _flags, [], "rclone"), token=spec.token)
+    options = read_options(spec.options, OPTIONS, "rclone")
+    return RcloneHost(remote, path, name=spec.name, config=options["config"], rclone=options["rclone"],
+                      timeout=options["timeout"], retry=RetryPolicy.from_options(options),
+                      low_level_retries=options["low_level_retries"], flags=options["flags"],
+                      token=spec.token)

@@ -10,13 +10,15 @@ the extra to install), then the entry point group ``cloudmanager.hosts``
 A ``name=`` query parameter names the host (``file:///mnt/a/data?name=nas``);
 otherwise each kind picks a name that is the same on every node using the
 same host.  Other query parameters are options of the kind, merged with the
-``config`` mapping given in the configuration file.
+``config`` mapping given in the configuration file; a kind declares the options
+it understands as data (:class:`Option`) and reads them with :func:`read_options`.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -55,6 +57,28 @@ class HostSpec:
 T = TypeVar("T")
 
 
+class BadOption(ValueError):
+    """Raised by an option converter: why a value is bad, as it follows the option's name
+    ("must be a number")."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a host kind, declared as data (as rclone backends declare theirs).
+
+    ``convert`` turns the value given (a URL query's text, or a TOML value) into
+    what the kind uses, raising :class:`BadOption` (or ValueError, TypeError) for
+    a bad one; ``default`` stands for an absent or empty value.  A ``convert`` of
+    None passes the value on as it is, and only when it is given (options such as
+    ``retries`` that another reader, :meth:`RetryPolicy.from_options`, converts).
+    """
+
+    name: str
+    convert: Callable[[Any], Any] | None = str
+    default: Any = None
+    help: str = ""
+
+
 def option(options: Mapping[str, Any], key: str, convert: Callable[[Any], T], default: T, kind: str) -> T:
     """One option of a host kind, converted (``int``, ``float``...); ``default`` when
     absent or empty; ValueError naming the kind and the option when it is bad."""
@@ -63,16 +87,63 @@ def option(options: Mapping[str, Any], key: str, convert: Callable[[Any], T], de
         return default
     try:
         return convert(value)
+    except BadOption as exc:
+        raise ValueError(f"the {kind} option {key} {exc}") from None
     except (TypeError, ValueError):
         raise ValueError(f"the {kind} option {key} has a bad value: {str(value)[:40]!r}") from None
 
 
+def read_options(options: Mapping[str, Any], declared: Iterable[Option], kind: str) -> dict[str, Any]:
+    """Every option ``declared`` by a kind, converted (or its default), from the
+    ``options`` given; ValueError naming the first one given that is not declared."""
+    table = {item.name: item for item in declared}
+    unknown = sorted(set(options) - set(table))
+    if unknown:
+        raise ValueError(f"unknown {kind} option {unknown[0]!r} (known: {', '.join(sorted(table))})")
+    read: dict[str, Any] = {}
+    for name, item in table.items():
+        if item.convert is not None:
+            read[name] = option(options, name, item.convert, item.default, kind)
+        elif name in options:
+            read[name] = options[name]
+    return read
+
+
+#: The options every network kind has: read by :meth:`~cloudmanager.retry.RetryPolicy.from_options`.
+RETRY_OPTIONS = (
+    Option("retries", None, help="how many times a transient failure is tried again (default 3)"),
+    Option("retry_delay", None, help="seconds of the first backoff, doubled at each retry"),
+)
+
+
 def seconds(value: Any) -> float:
     """An option converter: a positive, finite number of seconds."""
-    number = float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadOption("must be a number") from None
     if not math.isfinite(number) or number <= 0:
-        raise ValueError("not a positive number of seconds")
+        raise BadOption("must be positive (a finite number of seconds)")
     return number
+
+
+def file_path(value: Any) -> str:
+    """An option converter: a file path (text, not a number or a table)."""
+    if not isinstance(value, str | os.PathLike):
+        raise BadOption("must be a file path")
+    return os.fspath(value)
+
+
+def secret_from_env(variable: Any, option_name: str) -> str | None:
+    """The secret held by the environment variable ``variable``, as an option
+    (``option_name``, e.g. ``password_env``) names it; None when it names none;
+    ValueError when that variable is not set."""
+    if not variable:
+        return None
+    secret = os.environ.get(str(variable))
+    if secret is None:
+        raise ValueError(f"the environment variable {variable} ({option_name}) is not set")
+    return secret
 
 
 Factory = Callable[[HostSpec], Host]

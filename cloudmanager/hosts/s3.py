@@ -60,10 +60,12 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from ..errors import HostError, ObjectMissing
+from ..layout import sharded
+from ..retry import RetryPolicy, retry_after
 from ..streams import Sink
-from .base import ByHash, Checker, Deleter, Host
-from .registry import HostSpec
-from .retry import RetryPolicy, retry_after
+from .base import Checker, Deleter, Host
+from .kit import Sharded, upload_size
+from .registry import RETRY_OPTIONS, HostSpec, Option, read_options, seconds
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -75,13 +77,19 @@ DEFAULT_TIMEOUT = 30.0
 #: Parts of a multipart upload sent at once.
 UPLOAD_THREADS = 4
 #: Options this kind understands.
-OPTIONS = frozenset({"endpoint_url", "region", "access_key_id", "secret_access_key", "profile",
-                     "addressing_style", "timeout", "retries", "retry_delay"})
+OPTIONS = (
+    Option("endpoint_url", str, None, "an S3-compatible store, e.g. http://127.0.0.1:9000"),
+    Option("region", str, None, "the bucket's region"),
+    Option("access_key_id", str, None, "the access key (its secret: the token, or secret_access_key)"),
+    Option("secret_access_key", str, None, "the access key's secret, when no token is given"),
+    Option("profile", str, None, "a profile of the AWS configuration files"),
+    Option("addressing_style", str, None, "auto, path or virtual"),
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds to connect, and between two reads"),
+    *RETRY_OPTIONS,
+)
 
 _STYLES: dict[str, Literal["auto", "path", "virtual"]] = {"auto": "auto", "path": "path",
                                                           "virtual": "virtual"}
-_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _AUTH = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
@@ -140,10 +148,12 @@ class _Resume:
         return size
 
 
-class S3Host(ByHash, Deleter, Checker):
+class S3Host(Sharded, Deleter, Checker):
     """A bucket (and a prefix in it) on S3 or an S3-compatible store."""
 
     scheme = "s3"
+    kind = "S3"
+    locator_schemes = frozenset({"s3"})
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str | None = None, access_key_id: str | None = None,
@@ -202,21 +212,11 @@ class S3Host(ByHash, Deleter, Checker):
         return f"s3://{self.bucket}/{quote(self.prefix)}{query}"
 
     def _key(self, digest: str) -> str:
-        tail = f"{digest[:2]}/{digest[2:4]}/{digest}"
+        tail = sharded(digest)
         return f"{self.prefix}/{tail}" if self.prefix else tail
 
     def _locator(self, digest: str) -> str:
         return f"s3://{self.bucket}/{quote(self._key(digest))}"
-
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names; anything but an s3:// URL ending in ab/cd/<hash> is refused."""
-        parts = urlsplit(locator) if isinstance(locator, str) else None
-        match = None
-        if parts is not None and parts.scheme == "s3" and not parts.query:
-            match = _KEY.search(unquote(parts.path))
-        if match is None:
-            raise ObjectMissing(self.name, f"not a locator of this S3 host: {str(locator)[:200]!r}")
-        return match.group(3)
 
     # -- errors -----------------------------------------------------------------------
 
@@ -306,12 +306,7 @@ class S3Host(ByHash, Deleter, Checker):
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Send the file with ``upload_file`` (multipart when large), unless an object
         of the same size is there already."""
-        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
-        try:
-            size = source.stat().st_size
-        except OSError as exc:
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+        size = upload_size(self, source, digest)
 
         def attempt() -> None:
             if self._size(digest) == size:
@@ -366,37 +361,18 @@ class S3Host(ByHash, Deleter, Checker):
         self._client.close()
 
 
-def _number(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = options.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"the S3 option {key} must be a number, not {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"the S3 option {key} must be positive")
-    return number
-
-
 def from_spec(spec: HostSpec) -> Host:
     """``s3://bucket/prefix``: a bucket on S3 or an S3-compatible store."""
-    options = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown S3 option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    options = read_options(spec.options, OPTIONS, "S3")
     parts = spec.parts
     if "@" in parts.netloc:
         raise ValueError("an S3 URL carries no keys: give them as access_key_id and token "
                          "(or secret_access_key) in the host's configuration")
     if not parts.netloc:
         raise ValueError("an S3 host is written s3://bucket/prefix")
-    secret = spec.token if spec.token is not None else options.get("secret_access_key")
-
-    def text(key: str) -> str | None:
-        value = options.get(key)
-        return str(value) if value not in (None, "") else None
-
-    return S3Host(unquote(parts.netloc), spec.path, endpoint_url=text("endpoint_url"), region=text("region"),
-                  access_key_id=text("access_key_id"), secret_access_key=str(secret) if secret else None,
-                  profile=text("profile"), addressing_style=text("addressing_style"), name=spec.name,
-                  timeout=_number(options, "timeout", DEFAULT_TIMEOUT),
+    secret = spec.token if spec.token is not None else options["secret_access_key"]
+    return S3Host(unquote(parts.netloc), spec.path, endpoint_url=options["endpoint_url"],
+                  region=options["region"], access_key_id=options["access_key_id"],
+                  secret_access_key=str(secret) if secret else None, profile=options["profile"],
+                  addressing_style=options["addressing_style"], name=spec.name, timeout=options["timeout"],
                   retry=RetryPolicy.from_options(options))

@@ -62,25 +62,27 @@ import logging
 import math
 import os
 import posixpath
-import re
 import secrets
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from typing import IO, TypeVar
+from urllib.parse import quote, unquote
 
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import HostError, ObjectMissing
+from ..layout import sharded
+from ..retry import RetryPolicy
 from ..streams import Sink
-from .base import ByHash, Checker, Deleter, Host
-from .registry import HostSpec, option, seconds
-from .retry import RetryPolicy
+from .base import Checker, Deleter, Host
+from .kit import Sharded, check_digest, unreadable
+from .registry import RETRY_OPTIONS, HostSpec, Option, file_path, read_options, seconds, secret_from_env
+from .sftp_reads import Reader
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +92,25 @@ DEFAULT_PORT = 22
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECTIONS = 4
 HOST_KEY_POLICIES = ("reject", "accept-new")
-#: Bytes a download takes from paramiko at a time.
-READ_SIZE = 256 * 1024
 #: Bytes of a download requested ahead of the reader, so the server streams
-#: without waiting for each request (in pieces of REQUEST_SIZE, topped up by
-#: READ_BATCH).  The answers wait in the SSH channel's window (2 MiB), so
-#: memory stays flat whatever the file size.
+#: without waiting for each request (in pieces of REQUEST_SIZE).  The answers
+#: wait in the SSH channel's window (2 MiB), so memory stays flat whatever the
+#: file size.
 READ_AHEAD = 4 * 1024 * 1024
-READ_BATCH = 1024 * 1024
 #: The size of one SFTP read request (paramiko's and OpenSSH's usual 32 KiB).
 REQUEST_SIZE = 32 * 1024
-OPTIONS = frozenset({"key_file", "known_hosts", "host_key_policy", "password_env", "timeout",
-                     "retries", "retry_delay", "connections"})
+#: Options this kind understands.
+OPTIONS = (
+    Option("key_file", file_path, None, "a private key file to log in with"),
+    Option("known_hosts", file_path, None, "the known_hosts file that holds the server's key"),
+    Option("host_key_policy", str, "reject", "reject or accept-new: what to do with an unknown server key"),
+    Option("password_env", str, None, "an environment variable holding the password or key passphrase"),
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds to connect, and between two reads or writes"),
+    Option("connections", int, DEFAULT_CONNECTIONS, "SSH connections at most, one operation each"),
+    *RETRY_OPTIONS,
+)
 _MAX_NAME = 128  # the longest host name a dump carries
 
-_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
                              errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
                              errno.EHOSTDOWN})
@@ -169,31 +174,6 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         self._owner._new_host_key(hostname, key)
 
 
-def _read_requests(handle: paramiko.SFTPFile) -> Callable[[list[tuple[int, int]]], None] | None:
-    """A function that asks the server for these (offset, length) pieces of
-    ``handle`` ahead of reading them, from the calling thread; None if this
-    paramiko lacks the private names it uses.
-
-    paramiko's own read-ahead (``prefetch``, ``readv``) sends the requests from
-    a helper thread that races the reader: when the reader has taken every
-    answer while the helper is still sending, paramiko stops reading ahead and
-    the answers that come later pile up in memory unused (and a dropped
-    connection kills the helper with a traceback).  Requests sent here are all
-    registered before any answer is read, and a failure is raised in the
-    caller, which handles it.  ``read`` then takes the answers in order.
-    """
-    send = getattr(handle, "_prefetch_thread", None)
-    if send is None or not hasattr(handle, "_prefetching"):  # pragma: no cover - another paramiko
-        return None
-
-    def request(chunks: list[tuple[int, int]]) -> None:
-        setattr(handle, "_prefetching", True)  # noqa: B010 - paramiko's private state
-        setattr(handle, "_prefetch_done", False)  # noqa: B010
-        send(chunks, None)
-
-    return request
-
-
 def _load_key_text(text: str, password: str | None) -> paramiko.PKey:
     """A private key from its OpenSSH or PEM text."""
     failure: Exception | None = None
@@ -229,10 +209,13 @@ def _load_key_file(path: Path, password: str | None) -> paramiko.PKey:
                          f"({type(exc).__name__})") from None
 
 
-class SftpHost(ByHash, Deleter, Checker):
+class SftpHost(Sharded, Deleter, Checker):
     """A folder on an SSH server, reached through SFTP."""
 
     scheme = "sftp"
+    kind = "sftp"
+    locator_schemes = frozenset({"sftp"})
+    locator_query = True
 
     def __init__(self, host: str, path: str, *, user: str | None = None, port: int = DEFAULT_PORT,
                  password: str | None = None, key: paramiko.PKey | None = None,
@@ -331,19 +314,14 @@ class SftpHost(ByHash, Deleter, Checker):
         return f"sftp://{user}{self._server()}{quote(self.url_path)}"
 
     def _object(self, digest: str) -> str:
-        return posixpath.join(self.root, digest[:2], digest[2:4], digest)
+        return posixpath.join(self.root, sharded(digest))
 
     def _locator(self, digest: str) -> str:
-        return f"{self.url()}/{digest[:2]}/{digest[2:4]}/{digest}"
+        return f"{self.url()}/{sharded(digest)}"
 
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names: an sftp URL ending in ab/cd/<hash>; ObjectMissing if it names none."""
-        parts = urlsplit(locator) if isinstance(locator, str) else None
-        match = _KEY.search(unquote(parts.path)) if parts is not None and parts.scheme == "sftp" else None
-        if match is None:
-            shown = locator[:200] if isinstance(locator, str) else type(locator).__name__
-            raise ObjectMissing(self.name, f"not a locator of this sftp host: {self._scrub(repr(shown))}")
-        return match.group(3)
+    def _shown(self, locator: object) -> str:
+        """The locator shortened, never with the password."""
+        return self._scrub(repr(locator[:200] if isinstance(locator, str) else type(locator).__name__))
 
     def _path(self, locator: str) -> str:
         """The server path of the object a locator names; ObjectMissing if it names none."""
@@ -651,15 +629,14 @@ class SftpHost(ByHash, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Store ``source`` as ``PATH/ab/cd/<digest>`` (atomic; skipped when already there)."""
-        if not isinstance(digest, str) or _SHA256.fullmatch(digest) is None:
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        check_digest(self, digest)
         try:
             with open(source, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 self._run(f"cannot store in {self.url()}",
                           lambda: self._upload_once(handle, size, digest))
         except OSError as exc:  # the local file, not the server (those are HostErrors)
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+            raise unreadable(self, source, exc) from exc
         return self._locator(digest)
 
     def _upload_once(self, handle: IO[bytes], size: int, digest: str) -> None:
@@ -675,39 +652,31 @@ class SftpHost(ByHash, Deleter, Checker):
         def once() -> None:
             with self._session() as sftp:
                 try:
-                    handle = sftp.open(path, "rb")
+                    size = sftp.stat(path).st_size or 0
+                    self._stream(sftp, path, size, out, lambda count: counted.append(count))
                 except FileNotFoundError:
                     raise ObjectMissing(self.name, f"no such object: {posixpath.basename(path)}") from None
-                with handle:
-                    self._stream(handle, out, lambda count: counted.append(count))
 
         def transient(exc: BaseException) -> float | None:
             return None if counted else _transient(exc)
 
         self._run(f"cannot fetch from {self.url()}", once, transient)
 
-    def _stream(self, handle: paramiko.SFTPFile, out: Sink, wrote: Callable[[int], object]) -> None:
-        """Copy ``handle`` to ``out``, keeping up to READ_AHEAD bytes requested ahead."""
-        size = handle.stat().st_size or 0
-        request = _read_requests(handle)
-        requested = position = 0
-        while position < size:
-            if request is not None:
-                while requested < size and requested - position < READ_AHEAD:
-                    end = min(requested + READ_BATCH, size)
-                    request([(at, min(REQUEST_SIZE, end - at)) for at in range(requested, end, REQUEST_SIZE)])
-                    requested = end
-                chunk = handle.read(min(READ_SIZE, requested - position))
-            else:
-                chunk = handle.read(READ_SIZE)
-            if not chunk:
-                break  # shorter than it was: the caller's hash check will tell
-            try:
-                out.write(chunk)
-            except Exception as exc:  # the caller's file, not the server
-                raise HostError(self.name, f"cannot write the download: {exc}") from exc
-            position += len(chunk)
-            wrote(len(chunk))
+    def _stream(self, sftp: paramiko.SFTPClient, path: str, size: int, out: Sink,
+                wrote: Callable[[int], object]) -> None:
+        """Copy the file at ``path`` to ``out``, keeping up to READ_AHEAD bytes requested
+        ahead, on an SFTP channel of its own on the session's connection (sftp_reads.py)."""
+        channel = sftp.get_channel()
+        transport = channel.get_transport() if channel is not None else None
+        if transport is None or not transport.is_active():
+            raise _ConnectionLost("the connection closed")
+        with contextlib.closing(Reader(transport, self.timeout)) as reader:
+            for chunk in reader.pieces(path, size, REQUEST_SIZE, READ_AHEAD):
+                try:
+                    out.write(chunk)
+                except Exception as exc:  # the caller's file, not the server
+                    raise HostError(self.name, f"cannot write the download: {exc}") from exc
+                wrote(len(chunk))
 
     def delete(self, locator: str) -> None:
         """Remove the object (nothing happens when it is gone already)."""
@@ -734,15 +703,6 @@ class SftpHost(ByHash, Deleter, Checker):
 
 
 
-def _path_option(options: Mapping[str, Any], key: str) -> str | None:
-    value = options.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str | os.PathLike):
-        raise ValueError(f"the sftp option {key} must be a file path")
-    return os.fspath(value)
-
-
 def from_spec(spec: HostSpec) -> Host:
     """``sftp://user@host:port/path``: a folder on an SSH server."""
     parts = spec.parts
@@ -752,10 +712,7 @@ def from_spec(spec: HostSpec) -> Host:
         port = parts.port or DEFAULT_PORT
     except ValueError:
         raise ValueError("the port of an sftp host must be a number from 1 to 65535") from None
-    options = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown sftp option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    options = read_options(spec.options, OPTIONS, "sftp")
     user = unquote(parts.username) if parts.username else None
     key_text = password = None
     if spec.token and spec.token.lstrip().startswith("-----BEGIN"):
@@ -764,20 +721,15 @@ def from_spec(spec: HostSpec) -> Host:
         password = spec.token
     if password is None and parts.password:
         password = unquote(parts.password)
-    env_name = options.get("password_env")
-    if password is None and env_name:
-        password = os.environ.get(str(env_name))
-        if password is None:
-            raise ValueError(f"the environment variable {env_name} (password_env) is not set")
+    if password is None:
+        password = secret_from_env(options["password_env"], "password_env")
     key = None
     if key_text is not None:
-        if _path_option(options, "key_file"):
+        if options["key_file"]:
             raise ValueError("give the private key as token or as key_file, not both")
         key = _load_key_text(key_text, password)  # a password, if any, unlocks it
-    timeout = option(options, "timeout", seconds, DEFAULT_TIMEOUT, "sftp")
-    connections = option(options, "connections", int, DEFAULT_CONNECTIONS, "sftp")
     return SftpHost(parts.hostname, spec.path, user=user, port=port, password=password, key=key,
-                    key_file=_path_option(options, "key_file"),
-                    known_hosts=_path_option(options, "known_hosts"),
-                    host_key_policy=str(options.get("host_key_policy") or "reject"), timeout=timeout,
-                    retry=RetryPolicy.from_options(options), connections=connections, name=spec.name)
+                    key_file=options["key_file"], known_hosts=options["known_hosts"],
+                    host_key_policy=options["host_key_policy"], timeout=options["timeout"],
+                    retry=RetryPolicy.from_options(options), connections=options["connections"],
+                    name=spec.name)

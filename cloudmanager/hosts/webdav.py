@@ -52,13 +52,13 @@ on every node that uses that collection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
-import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
@@ -69,11 +69,22 @@ from webdav4.client import Client  # type: ignore[import-untyped]
 from webdav4.multistatus import parse_multistatus_response  # type: ignore[import-untyped]
 
 from ..errors import HostError, ObjectMissing
+from ..httpstatus import HttpStatus
+from ..layout import sharded
+from ..retry import RetryPolicy
 from ..streams import Sink
-from .base import ByHash, Checker, Deleter, Host
-from .httpstatus import HttpStatus
-from .registry import HostSpec
-from .retry import RetryPolicy
+from .base import Checker, Deleter, Host
+from .kit import Sharded, unreadable, upload_size
+from .registry import (
+    RETRY_OPTIONS,
+    BadOption,
+    HostSpec,
+    Option,
+    option,
+    read_options,
+    seconds,
+    secret_from_env,
+)
 
 T = TypeVar("T")
 
@@ -85,13 +96,18 @@ CHUNK = 1024 * 1024
 #: too slow: per-read timeouts alone never expire for a server that dribbles.
 MIN_PACE = 64 * 1024
 _TOO_SLOW = "answer too slow"
+#: Whether certificates are checked when the verify option is not given.
+_DEFAULT_VERIFY: bool | ssl.SSLContext = True
 #: Options this kind understands.
-OPTIONS = frozenset({"timeout", "retries", "retry_delay", "verify", "password_env"})
+OPTIONS = (
+    Option("timeout", seconds, DEFAULT_TIMEOUT, "seconds to connect, and between two reads or writes"),
+    Option("verify", lambda value: _verify(value), True, "true, false, or a CA bundle file or folder"),
+    Option("password_env", str, None, "an environment variable holding the password"),
+    *RETRY_OPTIONS,
+)
 
 _SCHEMES = {"webdav": ("http", 80), "webdavs": ("https", 443),
             "http": ("http", 80), "https": ("https", 443)}
-_KEY = re.compile(r"/([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{60})$")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 #: Answers worth another try: throttling and a server or gateway in trouble.
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 509})
 _PROPFIND = ('<?xml version="1.0" encoding="utf-8"?>'
@@ -162,12 +178,76 @@ class _PacedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def _paced_transport(verify: bool | ssl.SSLContext, window: float) -> httpx.HTTPTransport:
-    """httpx's transport, whose connections are :class:`_PacedStream` ones."""
-    transport = httpx.HTTPTransport(verify=verify)
-    pool = transport._pool  # httpx sets no network backend of its own: wrap httpcore's
-    pool._network_backend = _PacedBackend(pool._network_backend, window)
-    return transport
+#: httpcore's exceptions and the httpx ones callers catch, most specific first.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout), (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout), (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException), (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError), (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError), (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError), (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    """Raise httpcore's errors as the httpx ones (what ``httpx.HTTPTransport`` does)."""
+    try:
+        yield
+    except Exception as exc:
+        for core, mapped in _HTTPX_ERRORS:
+            if isinstance(exc, core):
+                raise mapped(str(exc)) from exc
+        raise
+
+
+class _Answer(httpx.SyncByteStream):
+    """An answer's body from httpcore, its errors as httpx's."""
+
+    def __init__(self, inner: Iterable[bytes]):
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._inner
+
+    def close(self) -> None:
+        closer = getattr(self._inner, "close", None)
+        if closer is not None:
+            closer()
+
+
+class _PacedTransport(httpx.BaseTransport):
+    """An httpx transport on httpcore's public connection pool, whose connections are
+    :class:`_PacedStream` ones (what ``httpx.HTTPTransport`` does, with our backend)."""
+
+    def __init__(self, verify: bool | ssl.SSLContext, window: float):
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PacedBackend(httpcore.SyncBackend(), window))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the pool; httpcore's errors become httpx's."""
+        core = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host,
+                             port=request.url.port, target=request.url.raw_path),
+            headers=request.headers.raw, content=request.stream, extensions=request.extensions)
+        with _httpx_errors():
+            answer = self._pool.handle_request(core)
+        assert isinstance(answer.stream, Iterable)
+        return httpx.Response(status_code=answer.status, headers=answer.headers,
+                              stream=_Answer(answer.stream), extensions=answer.extensions)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.close()
 
 
 def _verify(value: Any) -> bool | ssl.SSLContext:
@@ -183,7 +263,7 @@ def _verify(value: Any) -> bool | ssl.SSLContext:
         return ssl.create_default_context(capath=text)
     if os.path.isfile(text):
         return ssl.create_default_context(cafile=text)
-    raise ValueError(f"verify must be true, false or a CA bundle file or folder (no such path: {text!r})")
+    raise BadOption(f"must be true, false or a CA bundle file or folder (no such path: {text!r})")
 
 
 def _netloc(host: str, port: int | None) -> str:
@@ -191,10 +271,12 @@ def _netloc(host: str, port: int | None) -> str:
     return f"{shown}:{port}" if port is not None else shown
 
 
-class WebdavHost(ByHash, Deleter, Checker):
+class WebdavHost(Sharded, Deleter, Checker):
     """A collection on a WebDAV server (Nextcloud, Apache mod_dav, rclone serve...)."""
 
     scheme = "webdav"
+    kind = "WebDAV"
+    locator_schemes = frozenset({"webdav", "webdavs"})
 
     def __init__(self, url: str, *, user: str | None = None, password: str | None = None,
                  name: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -233,10 +315,10 @@ class WebdavHost(ByHash, Deleter, Checker):
         if self.user is not None or password is not None:
             auth = httpx.BasicAuth(self.user or "", password or "")
         if isinstance(verify, str):
-            verify = _verify(verify)
+            verify = option({"verify": verify}, "verify", _verify, _DEFAULT_VERIFY, "WebDAV")
         self._client = Client(self._origin, auth=auth, retry=False, chunk_size=CHUNK,
                               timeout=httpx.Timeout(self.timeout), verify=verify,
-                              transport=_paced_transport(verify, self.timeout))
+                              transport=_PacedTransport(verify, self.timeout))
         self._http: httpx.Client = self._client.http
         self._made: set[str] = set()  # collections known to exist
         self._guard = threading.Lock()
@@ -249,23 +331,13 @@ class WebdavHost(ByHash, Deleter, Checker):
         return f"{self.url_scheme}://{user}{_netloc(self.hostname, self.port)}{quote(self.root) or '/'}"
 
     def _key(self, digest: str) -> str:
-        return f"{self.root}/{digest[:2]}/{digest[2:4]}/{digest}"
+        return f"{self.root}/{sharded(digest)}"
 
     def _locator(self, digest: str) -> str:
         return f"{self.url_scheme}://{_netloc(self.hostname, self.port)}{quote(self._key(digest))}"
 
     def _address(self, path: str) -> str:
         return self._origin + quote(path)
-
-    def _digest_of(self, locator: str) -> str:
-        """The hash a locator names; anything but a webdav(s) URL ending in ab/cd/<hash> is refused."""
-        parts = urlsplit(locator) if isinstance(locator, str) else None
-        match = None
-        if parts is not None and parts.scheme in ("webdav", "webdavs") and not parts.query:
-            match = _KEY.search(unquote(parts.path))
-        if match is None:
-            raise ObjectMissing(self.name, f"not a locator of this WebDAV host: {str(locator)[:200]!r}")
-        return match.group(3)
 
     # -- errors -----------------------------------------------------------------------
 
@@ -361,7 +433,7 @@ class WebdavHost(ByHash, Deleter, Checker):
                     "PUT", self._address(path), content=iter(lambda: handle.read(CHUNK), b""),
                     headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
         except OSError as exc:
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
+            raise unreadable(self, source, exc) from exc
         if response.status_code not in (200, 201, 204, 404, 409):
             raise HttpStatus(response, "PUT")
         return response.status_code
@@ -370,14 +442,9 @@ class WebdavHost(ByHash, Deleter, Checker):
 
     def upload(self, source: Path, name: str, digest: str) -> str:
         """Send the file (streamed), unless an object of the same size is there already."""
-        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-            raise HostError(self.name, f"not a SHA-256: {str(digest)[:80]!r}")
+        size = upload_size(self, source, digest)
         path = self._key(digest)
         folder = posixpath.dirname(path)
-        try:
-            size = source.stat().st_size
-        except OSError as exc:
-            raise HostError(self.name, f"cannot read {source}: {exc.strerror or exc}") from exc
 
         def attempt() -> None:
             if self._size(path) == size:
@@ -445,32 +512,15 @@ class WebdavHost(ByHash, Deleter, Checker):
         self._http.close()
 
 
-def _option(options: Mapping[str, Any], key: str, kind: type[float] | type[int], default: float) -> float:
-    value = options.get(key, default)
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"the WebDAV option {key} must be a number, not {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"the WebDAV option {key} must be positive")
-    return float(number)
-
-
 def from_spec(spec: HostSpec) -> Host:
     """``webdav://[user@]host[:port]/path`` (HTTP) or ``webdavs://...`` (HTTPS)."""
-    options = dict(spec.options)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown WebDAV option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    options = read_options(spec.options, OPTIONS, "WebDAV")
     password = spec.token
-    env_name = options.get("password_env")
-    if password is None and env_name:
-        password = os.environ.get(str(env_name))
-        if password is None:
-            raise ValueError(f"the environment variable {env_name} (password_env) is not set")
+    if password is None:
+        password = secret_from_env(options["password_env"], "password_env")
     parts = spec.parts
     # The URL goes on without its query (options are read here) and keeps any password in it.
     url = parts._replace(query="", fragment="").geturl()
     return WebdavHost(url, password=password, name=spec.name,
-                      timeout=_option(options, "timeout", float, DEFAULT_TIMEOUT),
-                      retry=RetryPolicy.from_options(options), verify=_verify(options.get("verify", True)))
+                      timeout=options["timeout"], retry=RetryPolicy.from_options(options),
+                      verify=options["verify"])
