@@ -20,7 +20,7 @@ from cloudmanager.cli import main
 from cloudmanager.errors import HostError, ObjectMissing
 from cloudmanager.hosts import Host, make_host
 from cloudmanager.hosts.node import NodeHost
-from cloudmanager.hosts.retry import RetryPolicy
+from cloudmanager.retry import RetryPolicy
 from cloudmanager.testing import (
     HostConformance,
     assert_refuses_locators,

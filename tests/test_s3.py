@@ -15,8 +15,8 @@ import pytest
 from cloudmanager import CloudManager
 from cloudmanager.errors import HostError, ObjectMissing
 from cloudmanager.hosts import Host, make_host
-from cloudmanager.hosts.retry import RetryPolicy
 from cloudmanager.hosts.s3 import S3Host
+from cloudmanager.retry import RetryPolicy
 from cloudmanager.testing import HostConformance, assert_refuses_locators, get_bytes, put_bytes, sha256_hex
 from tests.servers.s3 import S3Server
 from tests.servers.webdav import Relay

@@ -21,8 +21,8 @@ import pytest
 from cloudmanager import CloudManager, build, config
 from cloudmanager.errors import HostError, ObjectMissing
 from cloudmanager.hosts import Host, make_host
-from cloudmanager.hosts.retry import RetryPolicy
 from cloudmanager.hosts.sftp import SftpHost
+from cloudmanager.retry import RetryPolicy
 from cloudmanager.testing import HostConformance, get_bytes, host_error, put_bytes, sha256_hex
 from tests.servers.sshd import SilentServer, SshdServer
 from tests.test_planted import check_a_planted_locator_on

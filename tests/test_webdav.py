@@ -16,8 +16,8 @@ import pytest
 from cloudmanager import CloudManager
 from cloudmanager.errors import HostError
 from cloudmanager.hosts import Host, make_host
-from cloudmanager.hosts.retry import RetryPolicy
 from cloudmanager.hosts.webdav import CHUNK, WebdavHost, _verify
+from cloudmanager.retry import RetryPolicy
 from cloudmanager.testing import HostConformance, assert_refuses_locators, get_bytes, put_bytes, sha256_hex
 from tests.servers.webdav import Relay, WebdavServer
 from tests.test_planted import check_a_planted_locator_on
