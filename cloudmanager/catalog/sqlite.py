@@ -168,6 +168,11 @@ class SQLiteCatalog(SQLCatalog):
     def _reader(self) -> sqlite3.Connection:
         return self._db
 
+    def _lookup(self, key: str, digest: str) -> Any:
+        """SQLCatalog's, straight on this thread's connection (SQLite's errors pass as
+        they are, as for every statement here): the lookups every command makes."""
+        return self._db.execute(self.Q[key], {"hash": digest}).fetchone()
+
     def _connect(self) -> sqlite3.Connection:
         self._check_open()
         try:
