@@ -374,13 +374,32 @@ def union(records: Iterable[FileRecord]) -> list[FileRecord]:
     entries of every record of the file are united, one per host: the first URL
     met (with its ``encrypted`` flag), else the first error (with the flag of the
     last entry); shares are taken from records of the first record's spread, the
-    first one per index.
+    first one per index.  A file's only record already in that form (hosts and
+    share numbers each once, in order) is kept as it is: most dumps are all such.
     """
-    merged: dict[str, tuple[FileRecord, dict[str, Upload], dict[int, Share]]] = {}
+    groups: dict[str, list[FileRecord]] = {}
     for record in records:
-        if record.hash not in merged:
-            merged[record.hash] = (record, {}, {})
-        first, uploads, shares = merged[record.hash]
+        groups.setdefault(record.hash, []).append(record)
+    return [group[0] if len(group) == 1 and _united_already(group[0]) else _unite(group)
+            for _, group in sorted(groups.items(), key=lambda item: item[0])]
+
+
+def _united_already(record: FileRecord) -> bool:
+    """True when :func:`_unite` would give ``record`` back unchanged."""
+    hosts = [upload.host for upload in record.uploads]
+    indexes = [share.index for share in record.shares]
+    return (all(a < b for a, b in itertools.pairwise(hosts))
+            and all(a < b for a, b in itertools.pairwise(indexes))
+            and all(upload.url is None or upload.error is None for upload in record.uploads)
+            and (record.spread is not None or not record.shares))
+
+
+def _unite(group: list[FileRecord]) -> FileRecord:
+    """One record of the records of one file (see :func:`union`)."""
+    first = group[0]
+    uploads: dict[str, Upload] = {}
+    shares: dict[int, Share] = {}
+    for record in group:
         for upload in record.uploads:
             known = uploads.get(upload.host)
             if known is None or known.url is None:
@@ -390,10 +409,9 @@ def union(records: Iterable[FileRecord]) -> list[FileRecord]:
         if first.spread is not None and record.spread == first.spread:
             for share in record.shares:
                 shares.setdefault(share.index, share)
-    return [FileRecord(first.hash, first.name, first.size, first.datetime,
-                       tuple(uploads[host] for host in sorted(uploads)), first.spread,
-                       tuple(shares[index] for index in sorted(shares)))
-            for first, uploads, shares in (merged[digest] for digest in sorted(merged))]
+    return FileRecord(first.hash, first.name, first.size, first.datetime,
+                      tuple(uploads[host] for host in sorted(uploads)), first.spread,
+                      tuple(shares[index] for index in sorted(shares)))
 
 
 def month(now: float) -> str:
