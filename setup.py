@@ -14,7 +14,7 @@ version = next(
 #: Optional host kinds and the libraries they need (``pip install cloudmanager[sftp]``).
 EXTRAS = {
     "sftp": ["paramiko>=3.4"],
-    "webdav": ["webdav4>=0.10", "httpx>=0.27"],
+    "webdav": ["webdav4>=0.10", "httpx>=0.27", "httpcore>=1.0"],  # httpcore: the paced transport
     "s3": ["boto3>=1.34"],
     "node": ["httpx>=0.27"],  # cm:// hosts: other nodes' `cm serve`
     "postgres": ["psycopg[binary]>=3.1"],  # a catalog on PostgreSQL, shared by a fleet of nodes
