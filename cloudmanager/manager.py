@@ -53,7 +53,7 @@ from .paths import default_host_urls
 from .records import FileRecord, Upload
 from .streams import copy_hashing, copy_stream
 from .transfers import Transfers
-from .views import FileState, HostState, NodeView
+from .views import FileState, HostReport, HostState, NodeView
 
 log = logging.getLogger(__name__)
 
@@ -1124,25 +1124,3 @@ class CloudManager:
         health = self.catalog.host_health([h.name for h in self.hosts])
         return NodeView(capacity=self.capacity, used=used, total=self.catalog.count(), files=files,
                         hosts=[HostState(h, health[h.name]) for h in self.hosts])
-
-
-@dataclass(frozen=True)
-class HostReport:
-    """One configured host as :meth:`CloudManager.host_report` tells it."""
-
-    name: str
-    #: The host's kind: its URL scheme (``file``, ``sftp``, ``s3``...).
-    kind: str
-    url: str
-    #: False: the host gets no new uploads (it still serves downloads).
-    active: bool
-    description: str
-    #: Copies older than this many days are removed by `cm expire` (None: kept).
-    keep_days: int | None
-    #: How many files it holds a copy of.
-    files: int
-    #: When it last took or gave back a file (Unix time; None: never).
-    last_ok: int | None
-    last_error: str | None
-    #: How many times it failed lately.
-    failures: int

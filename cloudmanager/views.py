@@ -48,3 +48,25 @@ class NodeView:
     total: int  # files the catalog knows
     files: list[FileState]  # the newest ones, newest first
     hosts: list[HostState]  # in configuration order
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """One configured host as :meth:`CloudManager.host_report` tells it."""
+
+    name: str
+    #: The host's kind: its URL scheme (``file``, ``sftp``, ``s3``...).
+    kind: str
+    url: str
+    #: False: the host gets no new uploads (it still serves downloads).
+    active: bool
+    description: str
+    #: Copies older than this many days are removed by `cm expire` (None: kept).
+    keep_days: int | None
+    #: How many files it holds a copy of.
+    files: int
+    #: When it last took or gave back a file (Unix time; None: never).
+    last_ok: int | None
+    last_error: str | None
+    #: How many times it failed lately.
+    failures: int
