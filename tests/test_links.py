@@ -212,3 +212,22 @@ def test_the_server_never_logs_the_token_or_a_signature(node_servers: Callable[.
     assert f"GET /s/{digest} 200" in output  # the requests are logged...
     for secret in (server.token, sig, server.secret, "a-wrong-token"):
         assert secret not in output  # ...their secrets are not
+
+
+@pytest.mark.parametrize(("name", "served"), [
+    ("page.html", "application/octet-stream"), ("icon.svg", "application/octet-stream"),
+    ("script.js", "application/octet-stream"), ("report.pdf", "application/octet-stream"),
+    ("photo.png", "image/png"), ("notes.txt", "text/plain; charset=utf-8"),
+    ("no-extension", "application/octet-stream"),
+])
+def test_a_shared_file_is_a_download_the_browser_may_not_run(node_server: NodeServer, files: Path,
+                                                               name: str, served: str) -> None:
+    """A shared page.html must not run on the node's origin: every file is an attachment,
+    of a type on a short safe list or application/octet-stream, never sniffed, sandboxed."""
+    digest = _upload(node_server, files, name, b"<script>alert(document.cookie)</script>" + os.urandom(8))
+    answer = httpx.get(_link(node_server, digest, "--expires", "1h"))
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == served
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["Content-Security-Policy"] == "sandbox"
+    assert answer.headers["Content-Disposition"].startswith("attachment;")

@@ -30,6 +30,7 @@ The manager's calls block (SQLite, disk, hosts), so each runs in a worker thread
 from __future__ import annotations
 
 import logging
+import mimetypes
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
@@ -69,6 +70,22 @@ SESSION_COOKIE, SESSION_SECONDS = "cm_session", 7 * 86_400
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """An error answer: ``{"error": message}``."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+#: What a served file is never allowed to do in a browser on the node's origin: be
+#: sniffed into another type, or run script (a shared page.html stays inert).
+FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+#: The types a file may be announced as (none can run script); any other is sent as
+#: application/octet-stream.
+SAFE_TYPES = frozenset({"text/plain", "image/png", "image/jpeg", "image/gif", "image/webp",
+                        "audio/mpeg", "audio/ogg", "audio/flac", "video/mp4", "video/webm"})
+
+
+def served_type(name: str | None) -> str:
+    """The Content-Type a file named ``name`` is sent as: its guessed type when that
+    is on SAFE_TYPES, else application/octet-stream (so is a file without a name)."""
+    guessed = mimetypes.guess_type(name)[0] if name else None
+    return guessed if guessed in SAFE_TYPES else "application/octet-stream"
 
 
 def content_disposition(name: str) -> str:
@@ -154,11 +171,11 @@ class NodeApp:
         if path is None:
             stack.close()
             return error(404, f"no such file: {digest}")
-        headers = {"Cache-Control": "private, no-store"}
+        headers = {"Cache-Control": "private, no-store", **FILE_HEADERS}
         if filename is not None:
             headers["Content-Disposition"] = content_disposition(filename)
         return _HeldFileResponse(stack, path, headers=headers, filename=filename,
-                                 media_type=None if filename else "application/octet-stream")
+                                 media_type=served_type(filename))
 
     # -- objects ----------------------------------------------------------------------
 
