@@ -119,8 +119,6 @@ class Cache:
 
     def write_owner(self, owner: Owner) -> None:
         """Record ``owner`` in the cache root (atomically)."""
-        if self.read_owner(self.root) == owner:
-            return
         temp = self.root / f"{TEMP_PREFIX}owner-{secrets.token_hex(4)}"
         try:
             temp.write_text(json.dumps({"catalog": owner.catalog, "node": owner.node}) + "\n",

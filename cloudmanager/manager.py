@@ -237,23 +237,25 @@ class CloudManager:
         self.owner = Owner(catalog_identity(database_path), node or node_id(storage_path))
         root = Path(storage_path).expanduser()
         try:
-            self._claim(root, shared_catalog=is_server_url(database_path))
+            marked, recorded = self._claim(root, shared_catalog=is_server_url(database_path))
         except BaseException:
             self.catalog.close()
             raise
         lock = FileLock(cache_lock_path(database_path, storage_path))
         self.cache = Cache(root, lock, quarantine_path(database_path, storage_path))
-        self.cache.write_owner(self.owner)
-        if self.catalog.cache_owner() != str(root.resolve()):
+        if marked != self.owner:
+            self.cache.write_owner(self.owner)
+        if recorded != str(root.resolve()):
             self.catalog.set_cache_owner(str(root.resolve()))
         self._background: ThreadPoolExecutor | None = None  # sends of accepted files
         self._background_guard = threading.Lock()
         self.last_repair = self.repair()
 
-    def _claim(self, root: Path, *, shared_catalog: bool) -> None:
+    def _claim(self, root: Path, *, shared_catalog: bool) -> tuple[Owner | None, str | None]:
         """Refuse a cache folder that belongs to another node (or another SQLite
         catalog), and a second cache folder for an SQLite catalog, which keeps the
-        state of one cache: either would make one node drop the other's files."""
+        state of one cache: either would make one node drop the other's files.
+        Returns what it read: the folder's owner marker and the catalog's recorded cache."""
         mine = str(root.resolve())
         marked = Cache.read_owner(root)
         if marked is not None and (marked.node != self.owner.node if shared_catalog
@@ -262,12 +264,13 @@ class CloudManager:
                              f"{marked.catalog}: give each node a cache folder of its own")
         recorded = self.catalog.cache_owner()
         if recorded is None or recorded == mine:
-            return
+            return marked, recorded
         other = Cache.read_owner(Path(recorded))
         if other is not None and other.catalog == self.owner.catalog:  # still that catalog's cache
             raise CacheOwned(f"the catalog {self.owner.catalog} keeps the cache {recorded}, not {mine}: "
                              "give this cache a catalog of its own ([catalog] path), or share a "
                              "PostgreSQL catalog, where each node keeps a cache state of its own")
+        return marked, recorded
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -971,13 +974,10 @@ class CloudManager:
             for digest, size in scan.files.items():
                 if counted.get(digest) == size:
                     continue
-                entry = self.catalog.entry(digest)
-                found = self._hash_of(digest)
-                if found is None and not self.cache.path(digest).exists():
-                    continue  # an evicted file whose bytes its evicter removed meanwhile
-                if digest not in counted and entry is not None and entry.size == size and found == digest:
-                    report.adopted.append(digest)
-                else:
+                entry = None if digest in counted else self.catalog.entry(digest)
+                if entry is not None and entry.size == size and self._hash_of(digest) == digest:
+                    report.adopted.append(digest)  # only a known file of its size is worth hashing
+                elif self.cache.path(digest).exists():  # else evicted, its evicter removed the bytes
                     report.quarantined.append(digest)
             report.removed_temps = len(scan.removed_temps)
             report.quarantined += [str(path.relative_to(self.cache.root)) for path in scan.misplaced]
