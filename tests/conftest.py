@@ -5,14 +5,27 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 from cloudmanager import CloudManager
+from cloudmanager.cli import main
 from cloudmanager.hosts import MemoryHost
 
 TESTS = Path(__file__).parent
 Factory = Callable[..., CloudManager]
+Run = Callable[..., Result]
+
+
+def run_cm(*args: str, code: int | None = 0, **kwargs: Any) -> Result:
+    """Run ``cm ARGS`` in-process (stdout and stderr apart); with ``code``, check the
+    exit status.  ``kwargs`` go to click's runner (``input=``...)."""
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False, **kwargs)
+    if code is not None:
+        assert result.exit_code == code, (result.output, result.stderr)
+    return result
 
 #: Each module of tests/servers/ starts one kind of real server from a fixture.
 pytest_plugins = sorted(

@@ -8,16 +8,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from cloudmanager.cache import OWNER_FILE
-from cloudmanager.cli import main
-
-Run = Callable[..., Result]
+from tests.conftest import Run, run_cm
 
 
 def sha(data: bytes) -> str:
@@ -38,13 +35,8 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def cm(work: Path) -> Run:
-    """Run ``cm ARGS`` in-process; stdout and stderr apart."""
-    def run(*args: str, code: int | None = 0, **kwargs: object) -> Result:
-        result = CliRunner().invoke(main, list(args), catch_exceptions=False, **kwargs)  # type: ignore[arg-type]
-        if code is not None:
-            assert result.exit_code == code, (result.output, result.stderr)
-        return result
-    return run
+    """Run ``cm ARGS`` in-process in the working folder (tests.conftest.run_cm)."""
+    return run_cm
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -15,14 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from cloudmanager import CloudManager
 from cloudmanager.cache import OWNER_FILE
-from cloudmanager.cli import main
 from cloudmanager.errors import CacheOwned
-
-Run = Callable[..., Result]
+from tests.conftest import Run, run_cm
 
 
 def sha(data: bytes) -> str:
@@ -36,13 +33,7 @@ def cm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.delenv("CM_CONFIG", raising=False)
-
-    def run(*args: str, code: int | None = 0) -> Result:
-        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-        if code is not None:
-            assert result.exit_code == code, (result.output, result.stderr)
-        return result
-    return run
+    return run_cm
 
 
 def refusing_host(tmp_path: Path) -> str:
