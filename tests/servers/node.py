@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import resource
 import secrets
 import socket
 import ssl
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +141,13 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 def write_config(root: Path, port: int, *, token: str, secret: str, capacity: int,
-                 hosts: list[dict[str, Any]] | None, tls: tuple[Path, Path] | None) -> Path:
+                 hosts: list[dict[str, Any]] | None, tls: tuple[Path, Path] | None,
+                 serve_options: dict[str, Any] | None = None) -> Path:
     """The node's config.toml: catalog, cache and folder host ``vault`` in ``root``,
-    then ``hosts``, and the ``[serve]`` table."""
+    then ``hosts``, and the ``[serve]`` table (with ``serve_options`` added)."""
     (root / "vault").mkdir(parents=True, exist_ok=True)
-    serve: dict[str, Any] = {"bind": f"{LOOPBACK}:{port}", "token": token, "secret": secret}
+    serve: dict[str, Any] = {"bind": f"{LOOPBACK}:{port}", "token": token, "secret": secret,
+                             **(serve_options or {})}
     if tls is not None:
         serve.update(tls_cert=str(tls[0]), tls_key=str(tls[1]))
     document = {
@@ -166,6 +170,11 @@ def _environment(root: Path) -> dict[str, str]:
     return env
 
 
+def _limit_files(count: int) -> None:
+    """In the child: at most ``count`` open files (``ulimit -n``)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 def _wait_ready(server: NodeServer) -> str | None:
     """Wait until the server answers; None, or why it never will."""
     deadline = time.monotonic() + START_WITHIN_S
@@ -184,9 +193,13 @@ def _wait_ready(server: NodeServer) -> str | None:
 
 def start_node(root: Path, *, port: int | None = None, capacity: int = 1 << 30,
                hosts: list[dict[str, Any]] | None = None, token: str | None = None,
-               tls: bool = False) -> NodeServer:
+               tls: bool = False, serve: dict[str, Any] | None = None, open_files: int | None = None,
+               arguments: tuple[str, ...] = ()) -> NodeServer:
     """Start ``cm serve`` for a fresh node in ``root``; fails the test, with the
-    server's output, when it does not come up.  Stop it with ``.stop()``."""
+    server's output, when it does not come up.  Stop it with ``.stop()``.
+
+    ``serve`` adds keys to the ``[serve]`` table, ``open_files`` sets the server's
+    ``ulimit -n``, ``arguments`` are added to ``cm serve``'s command line."""
     root.mkdir(parents=True, exist_ok=True)
     token = token or f"tok-{secrets.token_urlsafe(16)}"
     secret = secrets.token_hex(32)
@@ -194,13 +207,14 @@ def start_node(root: Path, *, port: int | None = None, capacity: int = 1 << 30,
     for _ in range(3):
         chosen = port or free_port()
         config = write_config(root, chosen, token=token, secret=secret, capacity=capacity, hosts=hosts,
-                              tls=pair)
+                              tls=pair, serve_options=serve)
         log = root / f"serve-{chosen}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "cloudmanager", "--config", str(config), "serve",
-                 "--bind", f"{LOOPBACK}:{chosen}"],
-                cwd=REPO, env=_environment(root), stdout=out, stderr=subprocess.STDOUT)
+                 "--bind", f"{LOOPBACK}:{chosen}", *arguments],
+                cwd=REPO, env=_environment(root), stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=None if open_files is None else partial(_limit_files, open_files))
         server = NodeServer(root, config, chosen, token, secret, process, log, pair[0] if pair else None)
         problem = _wait_ready(server)
         if problem is None:
