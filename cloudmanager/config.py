@@ -22,6 +22,8 @@
     bind = "127.0.0.1:8976"
     token_env = "CM_TOKEN"         # or token = "..."; required to serve
     public_url = "https://files.example.org"   # the base of share links
+    session_lifetime = "12h"       # a login on the page; limits: see ServeLimits
+    metrics_bind = "127.0.0.1:9108"   # /metrics without the token, for a private scraper
 
 Which file: ``--config PATH``, else ``$CM_CONFIG``, else ``config.toml`` in the
 user config directory.  A file named by the first two must exist; with no file in
@@ -46,6 +48,7 @@ from typing import Any
 
 import platformdirs
 
+from . import links
 from .catalog.location import is_server_url, node_id, redact
 from .erasure import Spread
 from .errors import CloudManagerError
@@ -63,7 +66,8 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb"
           "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 _HOST_KEYS = {"name", "url", "token", "token_env", "config", "keep_days", "description", "active", "encrypt"}
-_SERVE_KEYS = {"bind", "token", "token_env", "secret", "secret_env", "public_url", "tls_cert", "tls_key"}
+_SERVE_KEYS = {"bind", "token", "token_env", "secret", "secret_env", "public_url", "tls_cert", "tls_key",
+               "metrics_bind", "session_lifetime"}
 DEFAULT_BIND = "127.0.0.1:8976"
 #: The secret made once for a node that names none (``serve.secret``), beside config.toml.
 SECRET_FILE = "serve.secret"
@@ -120,6 +124,55 @@ def parse_bind(value: str) -> tuple[str, int]:
     return match.group(1) or match.group(2), int(match.group(3))
 
 
+#: The shortest token a node serves with (a shorter one is guessed too soon).
+MIN_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one client may take of a serving node (keys of the ``[serve]`` table).
+
+    ``max_connections`` (default: half the process's open-file limit, at most
+    1024) and ``max_connections_per_client`` (default: a quarter of it) cap open
+    connections; past them a connection gets 503 and is closed at once.
+    ``header_timeout`` is the time a connection has to send a request's head (from
+    when it opened, or when the last answer ended); ``keepalive_timeout`` how long
+    an idle connection stays open between requests.  A body must keep pace: no
+    wait for its next bytes longer than ``body_timeout``, and, after the first
+    ``body_timeout`` seconds, at least ``body_min_rate`` bytes a second on average;
+    else 408 and the connection is closed.  ``uploads`` PUTs and ``catalog_pushes``
+    POSTs of catalog pages run at once, more get 503.  Wrong tokens are answered
+    at most ``auth_failures_per_second`` a second per client address (after a
+    burst of ``auth_failures_burst``), more get 429 with Retry-After.
+    """
+
+    max_connections: int | None = None
+    max_connections_per_client: int | None = None
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    body_timeout: float = 30.0
+    body_min_rate: int = 8 * 1024
+    uploads: int = 8
+    catalog_pushes: int = 2
+    auth_failures_per_second: float = 2.0
+    auth_failures_burst: int = 10
+
+    def connections(self, open_files: int) -> tuple[int, int]:
+        """(max connections, max per client) for a process that may open ``open_files`` files."""
+        total = self.max_connections or max(8, min(1024, open_files // 2))
+        return total, self.max_connections_per_client or max(2, total // 4)
+
+
+#: The ``[serve]`` keys of ServeLimits, and whether each is a whole number.
+_LIMIT_KEYS = {name: kind is int for name, kind in (
+    ("max_connections", int), ("max_connections_per_client", int), ("header_timeout", float),
+    ("keepalive_timeout", float), ("body_timeout", float), ("body_min_rate", int), ("uploads", int),
+    ("catalog_pushes", int), ("auth_failures_per_second", float), ("auth_failures_burst", int))}
+_SERVE_KEYS |= set(_LIMIT_KEYS)
+#: How long a login on the page lasts by default (``serve.session_lifetime``).
+DEFAULT_SESSION_LIFETIME = 12 * 3600
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """The ``[serve]`` table: how ``cm serve`` serves this node, and how links are made.
@@ -139,6 +192,9 @@ class ServeConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     source: Path | None = None  # the configuration file, for messages
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    metrics_bind: str | None = None  # a second address serving /metrics alone, without the token
+    session_lifetime: int = DEFAULT_SESSION_LIFETIME  # seconds
 
     @property
     def tls(self) -> bool:
@@ -329,14 +385,23 @@ class _Reader:
 
     def serve(self, table: Mapping[str, Any]) -> ServeConfig:
         """The ``[serve]`` table, checked."""
-        for key in _SERVE_KEYS - {"tls_cert", "tls_key"}:
+        for key in _SERVE_KEYS - {"tls_cert", "tls_key", "session_lifetime", *_LIMIT_KEYS}:
             if key in table and (not isinstance(table[key], str) or not table[key]):
                 raise self.fail(f"serve.{key}", "must be a non-empty string")
+        for key in ("bind", "metrics_bind"):
+            try:
+                if key in table or key == "bind":
+                    parse_bind(table.get(key, DEFAULT_BIND))
+            except ValueError as exc:
+                raise self.fail(f"serve.{key}", str(exc)) from None
         bind = table.get("bind", DEFAULT_BIND)
+        lifetime_given = table.get("session_lifetime", DEFAULT_SESSION_LIFETIME)
         try:
-            parse_bind(bind)
+            if isinstance(lifetime_given, bool) or not isinstance(lifetime_given, (str, int)):
+                raise ValueError("write a duration such as 12h, 30m or 3600")
+            lifetime = links.parse_duration(str(lifetime_given))
         except ValueError as exc:
-            raise self.fail("serve.bind", str(exc)) from None
+            raise self.fail("serve.session_lifetime", str(exc)) from None
         values: dict[str, str | None] = {}
         for key in ("token", "secret"):
             if key in table and f"{key}_env" in table:
@@ -353,7 +418,27 @@ class _Reader:
             raise self.fail("serve", "give both tls_cert and tls_key, or neither")
         return ServeConfig(bind=bind, token=values["token"], token_env=values["token_env"],
                            secret=values["secret"], secret_env=values["secret_env"], public_url=public_url,
-                           tls_cert=cert, tls_key=cert_key, source=self.path)
+                           tls_cert=cert, tls_key=cert_key, source=self.path, limits=self.limits(table),
+                           metrics_bind=table.get("metrics_bind"), session_lifetime=lifetime)
+
+    def limits(self, table: Mapping[str, Any]) -> ServeLimits:
+        """The limits of the ``[serve]`` table: positive numbers (whole where counted)."""
+        values: dict[str, Any] = {}
+        for key, whole in _LIMIT_KEYS.items():
+            if key not in table:
+                continue
+            value = table[key]
+            if key == "body_min_rate" and isinstance(value, str):
+                try:
+                    value = parse_size(value)
+                except ValueError as exc:
+                    raise self.fail(f"serve.{key}", str(exc)) from None
+            kinds = (int,) if whole else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not 0 < value < 1e9:
+                what = "a whole number" if whole else "a number (seconds, or per second)"
+                raise self.fail(f"serve.{key}", f"must be {what} above 0")
+            values[key] = value
+        return ServeLimits(**values)
 
     def host(self, record: object, key: str) -> tuple[HostConfig, str]:
         """One checked host record, and the name its host gets."""

@@ -75,8 +75,16 @@ def make_link(base_url: str, secret: str, digest: str, expires: int) -> str:
     return base_url.rstrip("/") + link_path(secret, digest, expires)
 
 
-def verify(secret: str, digest: str, expires: str | None, sig: str | None, now: float) -> bool:
-    """True when the link's parts are the ones signed and it has not expired at ``now``.
+#: How far a link's expiry may pass the longest allowed (clocks of the nodes
+#: making links and serving them may differ a little).
+CLOCK_SKEW = 60
+
+
+def verify(secret: str, digest: str, expires: str | None, sig: str | None, now: float,
+           longest: int | None = None) -> bool:
+    """True when the link's parts are the ones signed, it has not expired at ``now``,
+    and (given ``longest``) it does not outlive ``now + longest`` seconds: the server
+    caps links by what its hosts keep, whoever made them.
 
     The signature is compared in constant time; malformed parts are simply invalid.
     """
@@ -88,4 +96,4 @@ def verify(secret: str, digest: str, expires: str | None, sig: str | None, now: 
         return False
     expected = signature(secret, digest, until).encode("ascii")
     valid = hmac.compare_digest(expected, sig.encode("utf-8", "replace"))
-    return valid and until > now
+    return valid and until > now and (longest is None or until <= now + longest + CLOCK_SKEW)

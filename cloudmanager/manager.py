@@ -306,6 +306,10 @@ class CloudManager:
         record = self.catalog.record(digest)
         return None if record is None else payload.to_dict(record)
 
+    def cached_bytes(self) -> int:
+        """Bytes the cache holds, from the catalog's running total (constant time)."""
+        return self.catalog.usage()[0]
+
     def usage_ratio(self) -> float:
         """Cached bytes / capacity, from the catalog's running total (constant time)."""
         used, _ = self.catalog.usage()
@@ -894,12 +898,17 @@ class CloudManager:
         return self.catalog.listing([h.name for h in self.active_hosts],
                                     cached_only=cached_only, pending_only=pending_only)
 
+    def counts(self) -> dict[str, int]:
+        """How many files the catalog holds: ``files``, ``cached``, ``pinned`` here, and
+        ``pending`` (not yet on every active host)."""
+        return self.catalog.counts([h.name for h in self.active_hosts])
+
     def stats(self) -> dict[str, Any]:
         """Capacity, usage, file counts and bytes moved per host and month."""
         used, _ = self.catalog.usage()
         figures: dict[str, Any] = {"capacity": self.capacity, "used": used,
                                    "usage_ratio": self.usage_ratio()}
-        figures.update(self.catalog.counts([h.name for h in self.active_hosts]))
+        figures.update(self.counts())
         months: dict[str, dict[str, int]] = {}
         for month, _host, sent, fetched in self.catalog.transfers():
             totals = months.setdefault(month, {"sent": 0, "fetched": 0})
@@ -1085,6 +1094,11 @@ class CloudManager:
                            description=h.description, keep_days=h.keep_days, files=held.get(h.name, 0),
                            last_ok=health[h.name].last_ok, last_error=health[h.name].last_error,
                            failures=health[h.name].failures) for h in self.hosts]
+
+    def host_failures(self) -> dict[str, int]:
+        """Each configured host's consecutive failures, as the catalog records them."""
+        return {name: health.failures
+                for name, health in self.catalog.host_health(h.name for h in self.hosts).items()}
 
     def longest_link(self) -> int:
         """The longest a share link to this node's files may live, in seconds: the

@@ -209,7 +209,7 @@ def test_the_server_never_logs_the_token_or_a_signature(node_servers: Callable[.
         assert right.post("/login", data={"token": server.token}).status_code in (200, 303)
     server.stop()
     output = server.output()
-    assert f"GET /s/{digest} 200" in output  # the requests are logged...
+    assert f'"GET /s/{digest}" 200' in output  # the requests are logged...
     for secret in (server.token, sig, server.secret, "a-wrong-token"):
         assert secret not in output  # ...their secrets are not
 

@@ -188,7 +188,7 @@ def test_a_client_that_goes_away_mid_body_leaves_nothing(small_node: NodeServer)
     deadline = time.monotonic() + 30
     while f"PUT /objects/{digest}" not in small_node.output() and time.monotonic() < deadline:
         time.sleep(0.05)  # the server logs the request when it is done with it
-    assert f"PUT /objects/{digest} 400" in small_node.output()
+    assert f'"PUT /objects/{digest}" 400' in small_node.output()
     _nothing_kept(small_node)
 
 
@@ -272,7 +272,7 @@ def test_two_nodes_store_files_on_each_other(node_servers: Callable[..., NodeSer
     port_b = free_port()
     while port_b == port_a:
         port_b = free_port()
-    token_a, token_b = "token-of-a", "token-of-b"
+    token_a, token_b = "token-of-node-a-0123", "token-of-node-b-4567"
     a = node_servers("a", port=port_a, token=token_a,
                      hosts=[{"url": f"cm://{LOOPBACK}:{port_b}", "token": token_b}])
     b = node_servers("b", port=port_b, token=token_b,
@@ -325,6 +325,12 @@ def _config(tmp_path: Path, serve: str) -> Path:
     ('token = "t"\npublic_url = "ftp://x"', [], "serve.public_url"),
     ('token = "t"\ntls_cert = "c.pem"', [], "both tls_cert and tls_key"),
     ('token = "t"\ncolour = "red"', [], "serve.colour: unknown key"),
+    ('token = "fifteen-chars-x"', [], "the token has 15 characters, fewer than 16"),
+    ('token = "t"\nuploads = 0', [], "serve.uploads: must be a whole number above 0"),
+    ('token = "t"\nheader_timeout = "soon"', [], "serve.header_timeout: must be a number"),
+    ('token = "t"\nbody_min_rate = "fast"', [], "serve.body_min_rate: not a size"),
+    ('token = "t"\nsession_lifetime = "forever"', [], "serve.session_lifetime: not a duration"),
+    ('token = "t"\nmetrics_bind = "nowhere"', [], "serve.metrics_bind"),
 ])
 def test_cm_serve_refuses_a_bad_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               serve: str, args: list[str], problem: str) -> None:

@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 
 from cloudmanager import CloudManager
+from cloudmanager.server.auth import Access
 from cloudmanager.server.page import Page
+from cloudmanager.server.sessions import Sessions
 from cloudmanager.server.settings import Settings
+from cloudmanager.server.throttle import Throttle
 from tests.conftest import Factory
 
 HOSTS = ["memory://a", "memory://b", "memory://c"]
@@ -51,8 +54,9 @@ def fill(cm: CloudManager, write: Callable[..., Path], count: int) -> list[str]:
 
 def page_statements(cm: CloudManager, statements: list[str]) -> tuple[int, dict[str, Any]]:
     """How many statements the page's view costs, and the view."""
+    access = Access("t" * 32, Sessions(3600), Throttle(2, 10), secure_cookie=False)
     page = Page(cm, Settings(host="127.0.0.1", port=8976, token="t" * 32, secret="s" * 32,
-                             public_url="http://127.0.0.1:8976"))
+                             public_url="http://127.0.0.1:8976"), access)
     page._view()  # warm: whatever a first call of a thread costs once (its connection)
     statements.clear()
     view = page._view()

@@ -17,14 +17,17 @@ from .formatting import emit_json
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="Serve HTTPS with "
               "this certificate (PEM); with --tls-key.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="The certificate's key.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="How the server logs: text lines, or one JSON object a line (for log shippers).")
 @pass_node
 @guarded
-def serve(node: Node, bind: str | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+def serve(node: Node, bind: str | None, tls_cert: Path | None, tls_key: Path | None, log_format: str) -> None:
     """Serve this node over HTTP until stopped: its files to other nodes (cm://),
     its catalog, share links, and a page for browsers.
 
     Every call but a share link needs the node's token (serve.token or
-    serve.token_env in the configuration).
+    serve.token_env in the configuration, at least 16 characters).  It writes one
+    access line per request, and serves its figures at /metrics (Prometheus).
     """
     from ..server.settings import Settings
 
@@ -38,9 +41,10 @@ def serve(node: Node, bind: str | None, tls_cert: Path | None, tls_key: Path | N
     except ValueError as exc:  # a ConfigError too: bad input either way
         raise BadInput(str(exc)) from None
     cm = node.manager()
-    click.echo(f"cm: serving the catalog {node.config.catalog_shown} (share links: {settings.public_url})",
-               err=True)
-    run_server(cm, settings)
+    announcement = f"serving the catalog {node.config.catalog_shown} (share links: {settings.public_url})"
+    if log_format == "text":
+        click.echo(f"cm: {announcement}", err=True)
+    run_server(cm, settings, log_format=log_format, announcement=None if log_format == "text" else announcement)
 
 
 @click.command()

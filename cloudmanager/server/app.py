@@ -19,17 +19,24 @@ Routes (every one but share links needs the token, see auth.py):
 ``POST /catalog``
     A JSON dump to merge (at most payload.MAX_DUMP_BYTES, else 413).
 ``GET /s/<sha256>?e=EXPIRY&sig=SIGNATURE``
-    A share link (links.py): the file under its recorded name, without the token.
+    A share link (links.py): the file under its recorded name, without the token;
+    refused when it expires later than the node's hosts keep copies.
+``GET /metrics``
+    The node's figures in the Prometheus text format (metrics.py).
 ``GET /``, ``POST /login``, ``POST /logout``
     The page (page.py).
 
 A malformed hash is 400, an unknown file 404; errors are ``{"error": "..."}``.
-The manager's calls block (SQLite, disk, hosts), so each runs in a worker thread.
+The manager's calls block (SQLite, disk, hosts), so each runs in a worker thread;
+uploads have their own few threads (``serve.uploads``, 503 past them), so that
+stalled uploads can never take the threads reads need.  Around the routes:
+the access line and figures of each request (observe.py) and the pace of
+request bodies (pacing.py); below them, the connections' caps and deadlines
+(connections.py).
 """
 
 from __future__ import annotations
 
-import logging
 import mimetypes
 import time
 from collections.abc import Awaitable, Callable
@@ -44,27 +51,31 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from .. import links, payload
 from ..errors import CacheFull, HashMismatch, InvalidDump, Unavailable
 from ..manager import CloudManager
 from ..names import is_sha256
-from . import auth, parsing
+from . import parsing
+from .auth import Access
+from .connections import Connections
+from .metrics import CONTENT_TYPE, Metrics
+from .observe import Observe
+from .pacing import Pacing
 from .page import Page
+from .sessions import Sessions
 from .settings import Settings
 from .streaming import BodyTooLarge, ClientGone, feed
-
-log = logging.getLogger(__name__)
+from .throttle import Throttle
 
 #: Records per catalog page: by default, and at most.
 PAGE_DEFAULT, PAGE_MAX = 1000, 10_000
-#: The session cookie of the page, and how long a login lasts.
-SESSION_COOKIE, SESSION_SECONDS = "cm_session", 7 * 86_400
+#: Seconds a client is asked to wait when the uploads are full.
+BUSY_RETRY = 5
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -101,54 +112,47 @@ def _hold(manager: CloudManager, digest: str, stack: ExitStack) -> Path | None:
 
 
 class _HeldFileResponse(FileResponse):
-    """A FileResponse (Range, HEAD, If-Range) of a held file, released when sent or abandoned."""
+    """A FileResponse (Range, HEAD, If-Range) of a held file, released when sent or
+    abandoned; counted as a download in flight meanwhile."""
 
-    def __init__(self, stack: ExitStack, path: Path, **kwargs: Any):
+    def __init__(self, stack: ExitStack, path: Path, metrics: Metrics, **kwargs: Any):
         super().__init__(path, **kwargs)
         self._stack = stack
+        self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._metrics.downloads.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            self._metrics.downloads.dec()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._stack.close)
 
 
-class AccessLog:
-    """ASGI middleware: one log line per request, its path without the query string
-    (share links carry their signature there) and never a header."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = [0]
-
-        async def noting(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, noting)
-        finally:
-            client = scope.get("client") or ("-", 0)
-            log.info("%s %s %s %s", client[0], scope["method"], scope["path"], status[0] or "-")
+def _busy(what: str) -> JSONResponse:
+    return error(503, f"this node is receiving as many {what} as it takes at once: try again",
+                 {"Retry-After": str(BUSY_RETRY)})
 
 
 class NodeApp:
     """The endpoints over one node's CloudManager."""
 
-    def __init__(self, manager: CloudManager, settings: Settings):
+    def __init__(self, manager: CloudManager, settings: Settings, access: Access, metrics: Metrics):
         self.manager = manager
         self.settings = settings
+        self.access = access
+        self.metrics = metrics
+        limits = settings.limits
+        # Admission (503 past it) and the threads the admitted run in, apart from the
+        # default ones every other call uses.
+        self._upload_slots = anyio.CapacityLimiter(limits.uploads)
+        self._upload_threads = anyio.CapacityLimiter(limits.uploads)
+        self._push_slots = anyio.CapacityLimiter(limits.catalog_pushes)
+        self._push_threads = anyio.CapacityLimiter(limits.catalog_pushes)
 
     def _require(self, request: Request, *, session: bool = False) -> None:
-        auth.require(request, self.settings.token, self.settings.secret, session=session)
+        self.access.require(request, session=session)
 
     @staticmethod
     def _digest(request: Request) -> str:
@@ -174,7 +178,7 @@ class NodeApp:
         headers = {"Cache-Control": "private, no-store", **FILE_HEADERS}
         if filename is not None:
             headers["Content-Disposition"] = content_disposition(filename)
-        return _HeldFileResponse(stack, path, headers=headers, filename=filename,
+        return _HeldFileResponse(stack, path, self.metrics, headers=headers, filename=filename,
                                  media_type=served_type(filename))
 
     # -- objects ----------------------------------------------------------------------
@@ -200,16 +204,24 @@ class NodeApp:
         length = parsing.content_length(request)
         if length is not None and length > capacity:
             return error(507, f"{length} bytes are more than this node's cache holds ({capacity})")
-        known = await anyio.to_thread.run_sync(self.manager.exists, digest)
         try:
+            self._upload_slots.acquire_nowait()
+        except anyio.WouldBlock:
+            return _busy("uploads")
+        self.metrics.uploads.inc()
+        try:
+            known = await anyio.to_thread.run_sync(self.manager.exists, digest)
             await feed(request.stream(), lambda source: self.manager.accept(source, name, digest),
-                       limit=capacity)
+                       limit=capacity, threads=self._upload_threads)
         except HashMismatch as exc:
             return error(400, str(exc))
         except (CacheFull, BodyTooLarge) as exc:
             return error(507, str(exc))
         except ClientGone as exc:
             return error(400, str(exc))
+        finally:
+            self.metrics.uploads.dec()
+            self._upload_slots.release()
         return JSONResponse({"hash": digest}, status_code=200 if known else 201)
 
     async def delete_object(self, request: Request) -> Response:
@@ -231,12 +243,28 @@ class NodeApp:
         since = parsing.number(query.get("since", "0"), "since")
         limit = parsing.number(query.get("limit", str(PAGE_DEFAULT)), "limit", low=1, high=PAGE_MAX)
         records, cursor, more = await anyio.to_thread.run_sync(self.manager.changes, since, limit)
+        self.metrics.pulls.inc()
+        self.metrics.records_sent.inc(len(records))
         return JSONResponse({"version": payload.FORMAT_VERSION, "records": records, "cursor": cursor,
                              "more": more})
 
+    async def push_catalog(self, request: Request) -> Response:
+        """POST /catalog: admitted when fewer than ``serve.catalog_pushes`` run (503 else)."""
+        self._require(request)
+        try:
+            self._push_slots.acquire_nowait()
+        except anyio.WouldBlock:
+            return _busy("catalog pages")
+        try:
+            response = await self.post_catalog(request)
+        finally:
+            self._push_slots.release()
+        if response.status_code == 200:
+            self.metrics.pushes.inc()
+        return response
+
     async def post_catalog(self, request: Request) -> Response:
         """Merge a dump; what is invalid in it is counted, not merged."""
-        self._require(request)
         limit = payload.MAX_DUMP_BYTES
         too_large = error(413, f"a dump sent at once is at most {limit >> 20} MiB: send it in parts")
         length = parsing.content_length(request)
@@ -258,14 +286,23 @@ class NodeApp:
                              "rejected": len(report.rejected),
                              "first_seq": report.first_seq, "last_seq": report.last_seq})
 
+    # -- figures ----------------------------------------------------------------------
+
+    async def metrics_page(self, request: Request) -> Response:
+        """The node's figures for a Prometheus scraper (behind the token)."""
+        self._require(request)
+        text = await anyio.to_thread.run_sync(self.metrics.text)
+        return Response(text, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
     # -- share links ------------------------------------------------------------------
 
     async def shared(self, request: Request) -> Response:
         """A share link: the file under its recorded name, to anyone holding the link."""
         digest = str(request.path_params["digest"])
         query = request.query_params
-        if not links.verify(self.settings.secret, digest, query.get("e"), query.get("sig"), time.time()):
-            return error(403, "this link is invalid or has expired")
+        if not links.verify(self.settings.secret, digest, query.get("e"), query.get("sig"), time.time(),
+                            self.manager.longest_link()):
+            return error(403, "this link is invalid, has expired, or outlives what this node's hosts keep")
         record = await anyio.to_thread.run_sync(self.manager.info, digest)
         if record is None:
             return error(404, "this file is no longer kept here")
@@ -277,12 +314,31 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, exc.detail, dict(exc.headers or {}))
 
 
-def make_app(manager: CloudManager, settings: Settings) -> Starlette:
-    """The Starlette app serving ``manager``'s node with ``settings``."""
-    node = NodeApp(manager, settings)
-    page = Page(manager, settings)
+def make_app(manager: CloudManager, settings: Settings, connections: Connections | None = None) -> Starlette:
+    """The Starlette app serving ``manager``'s node with ``settings``; ``connections``
+    is the connection layer it runs over (run.py; a fresh one when not given)."""
+    limits = settings.limits
+    if connections is None:
+        total, per_client = limits.connections(1024)
+        connections = Connections(limit=total, per_client=per_client, header_timeout=limits.header_timeout)
+    throttle = Throttle(limits.auth_failures_per_second, limits.auth_failures_burst)
+    access = Access(settings.token, Sessions(settings.session_lifetime), throttle, secure_cookie=settings.tls)
+    metrics = Metrics(manager)
+    node = NodeApp(manager, settings, access, metrics)
+    page = Page(manager, settings, access)
+    watched: list[tuple[str, str, Callable[[], int], bool]] = [
+        ("connections_open", "Connections open now.", lambda: connections.count, False),
+        ("connections_refused", "Connections refused at the caps (503).", lambda: connections.refused, True),
+        ("connections_timed_out", "Connections closed for a late request head.",
+         lambda: connections.timed_out, True),
+        ("auth_throttled", "Answers 429 to addresses that gave too many wrong tokens.",
+         lambda: throttle.refused, True),
+        ("sessions_open", "Sessions of the page open now.", lambda: len(access.sessions), False),
+    ]
+    for name, text, read, counter in watched:
+        metrics.watch(name, text, read, counter=counter)
     endpoint = Callable[[Request], Awaitable[Response]]
-    routes: list[tuple[str, endpoint, list[str]]] = [
+    table: list[tuple[str, endpoint, list[str]]] = [
         ("/", page.show, ["GET"]),
         ("/login", page.login, ["POST"]),
         ("/logout", page.logout, ["POST"]),
@@ -290,15 +346,19 @@ def make_app(manager: CloudManager, settings: Settings) -> Starlette:
         ("/objects/{digest}", node.put_object, ["PUT"]),
         ("/objects/{digest}", node.delete_object, ["DELETE"]),
         ("/catalog", node.get_catalog, ["GET"]),
-        ("/catalog", node.post_catalog, ["POST"]),
+        ("/catalog", node.push_catalog, ["POST"]),
         ("/s/{digest}", node.shared, ["GET", "HEAD"]),
+        ("/metrics", node.metrics_page, ["GET"]),
     ]
-    return Starlette(
-        routes=[Route(path, handler, methods=methods) for path, handler, methods in routes],
+    routes = [Route(path, handler, methods=methods) for path, handler, methods in table]
+
+    app = Starlette(
+        routes=routes,
         middleware=[
-            Middleware(AccessLog),
-            Middleware(SessionMiddleware, secret_key=settings.secret, session_cookie=SESSION_COOKIE,
-                       max_age=SESSION_SECONDS, same_site="strict", https_only=settings.tls),
+            Middleware(Observe, metrics=metrics, routes=routes),
+            Middleware(Pacing, connections=connections, limits=limits, on_late=metrics.late.inc),
         ],
         exception_handlers={HTTPException: _http_error},
     )
+    app.state.metrics = metrics
+    return app

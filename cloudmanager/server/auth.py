@@ -1,31 +1,30 @@
-"""Who may call: the node's token (``Authorization: Bearer ...``), or the page's session.
+"""Who may call: the node's token (``Authorization: Bearer ...``), or a session of the page.
 
 Tokens are compared in constant time.  No token at all is 401 (with
-``WWW-Authenticate: Bearer``), a wrong one 403.  The page keeps a login in
-Starlette's signed session cookie, as a MAC of the token (so changing the token
-ends every session) and never the token itself.
+``WWW-Authenticate: Bearer``), a wrong one 403, and a client address that gave
+too many wrong ones lately is answered 429 with Retry-After before its token is
+looked at (throttle.py).  The page's logins are server-side sessions
+(sessions.py) named by a cookie that holds a random id, never the token.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
-#: The key of the login in the session.
-SESSION_KEY = "node"
+from .sessions import Sessions
+from .throttle import Throttle
+
+#: The cookie naming the page's session.
+SESSION_COOKIE = "cm_session"
 
 
 def same_token(given: str, token: str) -> bool:
     """True when ``given`` is the token (constant time)."""
     return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
-
-
-def _session_mark(secret: str, token: str) -> str:
-    """What a logged-in session holds: a MAC of the token under the node's secret."""
-    return hmac.new(secret.encode("utf-8"), b"session:" + token.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def bearer(connection: HTTPConnection) -> str | None:
@@ -37,32 +36,56 @@ def bearer(connection: HTTPConnection) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def logged_in(connection: HTTPConnection, token: str, secret: str) -> bool:
-    """True when the session cookie holds a login with the current token."""
-    mark = connection.session.get(SESSION_KEY)
-    return isinstance(mark, str) and hmac.compare_digest(mark.encode("ascii", "replace"),
-                                                         _session_mark(secret, token).encode("ascii"))
+def client_address(connection: HTTPConnection) -> str:
+    """The address the call came from ("-" when unknown)."""
+    return connection.client.host if connection.client else "-"
 
 
-def log_in(connection: HTTPConnection, token: str, secret: str) -> None:
-    """Record a login in the session (the caller has checked the token)."""
-    connection.session.clear()
-    connection.session[SESSION_KEY] = _session_mark(secret, token)
+class Access:
+    """The node's token, its page's sessions, and the throttle of wrong tokens."""
 
+    def __init__(self, token: str, sessions: Sessions, throttle: Throttle, *, secure_cookie: bool):
+        self._token = token
+        self.sessions = sessions
+        self.throttle = throttle
+        self._secure = secure_cookie
 
-def log_out(connection: HTTPConnection) -> None:
-    """Forget the login."""
-    connection.session.clear()
+    def check(self, connection: HTTPConnection, given: str) -> bool:
+        """Whether ``given`` is the token; raises HTTPException 429 while the caller's
+        address is throttled, and counts a wrong token against it."""
+        address = client_address(connection)
+        wait = self.throttle.retry_after(address)
+        if wait is not None:
+            raise HTTPException(429, f"too many wrong tokens from {address}: try again in {wait} s",
+                                headers={"Retry-After": str(wait)})
+        if same_token(given, self._token):
+            return True
+        self.throttle.failed(address)
+        return False
 
+    def require(self, connection: HTTPConnection, *, session: bool = False) -> None:
+        """Raise HTTPException 401 (no token), 403 (a wrong one) or 429 (throttled) unless
+        the call carries the token, or (with ``session``) comes from a logged-in page."""
+        given = bearer(connection)
+        if given is None:
+            if session and self.logged_in(connection):
+                return
+            raise HTTPException(401, "this node needs its token (Authorization: Bearer ...)",
+                                headers={"WWW-Authenticate": 'Bearer realm="cloudmanager"'})
+        if not self.check(connection, given):
+            raise HTTPException(403, "wrong token")
 
-def require(connection: HTTPConnection, token: str, secret: str, *, session: bool = False) -> None:
-    """Raise HTTPException 401 (no token) or 403 (a wrong one) unless the call carries
-    the token, or (with ``session``) comes from a logged-in page."""
-    given = bearer(connection)
-    if given is None:
-        if session and logged_in(connection, token, secret):
-            return
-        raise HTTPException(401, "this node needs its token (Authorization: Bearer ...)",
-                            headers={"WWW-Authenticate": 'Bearer realm="cloudmanager"'})
-    if not same_token(given, token):
-        raise HTTPException(403, "wrong token")
+    def logged_in(self, connection: HTTPConnection) -> bool:
+        """True when the call carries the cookie of an open session."""
+        return self.sessions.valid(connection.cookies.get(SESSION_COOKIE))
+
+    def log_in(self, response: Response) -> None:
+        """Open a session and give ``response`` its cookie (the caller has checked the token)."""
+        response.set_cookie(SESSION_COOKIE, self.sessions.open(), max_age=self.sessions.lifetime,
+                            path="/", secure=self._secure, httponly=True, samesite="strict")
+
+    def log_out(self, connection: HTTPConnection, response: Response) -> None:
+        """End the caller's session on the server, and ask the browser to forget its cookie."""
+        self.sessions.end(connection.cookies.get(SESSION_COOKIE))
+        response.delete_cookie(SESSION_COOKIE, path="/", secure=self._secure, httponly=True,
+                               samesite="strict")

@@ -1,8 +1,9 @@
 """The node's page: ``GET /`` shows the cache, the files and the hosts to a logged-in browser.
 
 Without a login, ``GET /`` shows a form asking for the node's token; ``POST
-/login`` checks it (constant time) and keeps the login in the signed session
-cookie (auth.py); ``POST /logout`` forgets it.  Server-rendered HTML from the
+/login`` checks it (constant time, throttled per address) and opens a session
+on the server, named by a cookie (auth.py, sessions.py); ``POST /logout`` ends
+it on the server.  Server-rendered HTML from the
 Jinja2 templates in templates/, everything escaped (file and host names are
 other people's data); no script at all, and a Content-Security-Policy that
 allows none.  Each file name is a share link that lives a day.
@@ -16,6 +17,7 @@ from typing import Any
 
 import anyio.to_thread
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -23,7 +25,8 @@ from .. import links
 from ..config import human_size
 from ..manager import CloudManager
 from ..numbers import when
-from . import auth, parsing
+from . import parsing
+from .auth import Access
 from .settings import Settings
 
 #: The most files listed (the newest ones); the page says how many more there are.
@@ -68,9 +71,10 @@ class HostView:
 class Page:
     """The page's three endpoints over one node."""
 
-    def __init__(self, manager: CloudManager, settings: Settings):
+    def __init__(self, manager: CloudManager, settings: Settings, access: Access):
         self.manager = manager
         self.settings = settings
+        self.access = access
         self.templates = Environment(loader=PackageLoader("cloudmanager.server", "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
 
@@ -83,7 +87,7 @@ class Page:
 
     async def show(self, request: Request) -> Response:
         """The node, to a logged-in browser; the login form otherwise."""
-        if not auth.logged_in(request, self.settings.token, self.settings.secret):
+        if not self.access.logged_in(request):
             return self._login()
         return self._render("node.html", **await anyio.to_thread.run_sync(self._view))
 
@@ -96,15 +100,23 @@ class Page:
             given = form.get("token")
         if not isinstance(given, str) or not given:
             return self._login("Enter the node's token.", 401)
-        if not auth.same_token(given, self.settings.token):
+        try:
+            right = self.access.check(request, given)
+        except HTTPException as exc:  # 429: this address gave too many wrong tokens lately
+            page = self._login(f"Too many wrong tokens: {exc.detail.rpartition(': ')[2]}.", exc.status_code)
+            page.headers.update(exc.headers or {})
+            return page
+        if not right:
             return self._login("Wrong token.", 403)
-        auth.log_in(request, self.settings.token, self.settings.secret)
-        return RedirectResponse("/", status_code=303)
+        response = RedirectResponse("/", status_code=303)
+        self.access.log_in(response)
+        return response
 
     async def logout(self, request: Request) -> Response:
-        """Forget the login and go back to the form."""
-        auth.log_out(request)
-        return RedirectResponse("/", status_code=303)
+        """End the session (everywhere: its cookie no longer works) and go back to the form."""
+        response = RedirectResponse("/", status_code=303)
+        self.access.log_out(request, response)
+        return response
 
     def _view(self) -> dict[str, Any]:
         """What the page shows, read from the node in a few queries (blocking: run in a thread)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..build import serve_secret
-from ..config import ConfigError, ServeConfig, parse_bind
+from ..config import MIN_TOKEN_LENGTH, ConfigError, ServeConfig, ServeLimits, parse_bind
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class Settings:
     public_url: str
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    metrics_bind: tuple[str, int] | None = None  # a second listener serving /metrics alone
+    session_lifetime: int = 12 * 3600  # seconds a login on the page lasts
 
     @property
     def tls(self) -> bool:
@@ -48,9 +51,16 @@ class Settings:
                                   "is not set: the node's token is needed to serve")
             raise ConfigError(f"{serve.where('token')}: no token: a node serves only with a token "
                               "(set token or token_env in the [serve] table)")
+        if len(serve.token) < MIN_TOKEN_LENGTH:
+            key = "token_env" if serve.token_env else "token"
+            raise ConfigError(f"{serve.where(key)}: the token has {len(serve.token)} characters, fewer than "
+                              f"{MIN_TOKEN_LENGTH}: a short token is guessed too soon (make one with: "
+                              "python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
         for path in (serve.tls_cert, serve.tls_key):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{path}: no such file (a TLS certificate or key)")
         host, port = parse_bind(serve.bind)
         return cls(host=host, port=port, token=serve.token, secret=serve_secret(serve),
-                   public_url=serve.base_url(), tls_cert=serve.tls_cert, tls_key=serve.tls_key)
+                   public_url=serve.base_url(), tls_cert=serve.tls_cert, tls_key=serve.tls_key,
+                   limits=serve.limits, session_lifetime=serve.session_lifetime,
+                   metrics_bind=parse_bind(serve.metrics_bind) if serve.metrics_bind else None)

@@ -83,11 +83,13 @@ async def _pump(body: AsyncIterator[bytes], chunks: ObjectSendStream[bytes]) -> 
 
 
 async def feed(body: AsyncIterator[bytes], consume: Callable[[BinaryIO], T], *,
-               limit: int | None = None) -> T:
+               limit: int | None = None, threads: anyio.CapacityLimiter | None = None) -> T:
     """Run ``consume(source)`` in a worker thread, ``source`` reading ``body`` to its end.
 
     Returns what ``consume`` returns and raises what it raises; its reads raise
     ClientGone when the client went away, BodyTooLarge past ``limit`` bytes.
+    ``threads`` bounds the worker threads of such calls (default: anyio's, shared
+    with every other call).
     """
     sender, receiver = anyio.create_memory_object_stream[bytes](DEPTH)
     pipe = _Pipe(receiver, limit)
@@ -96,7 +98,7 @@ async def feed(body: AsyncIterator[bytes], consume: Callable[[BinaryIO], T], *,
     async with anyio.create_task_group() as group:
         group.start_soon(_pump, body, sender)
         try:
-            outcome.append(await anyio.to_thread.run_sync(consume, cast(BinaryIO, pipe)))
+            outcome.append(await anyio.to_thread.run_sync(consume, cast(BinaryIO, pipe), limiter=threads))
         except Exception as exc:  # raised again below, outside the task group
             failure.append(exc)
         finally:
