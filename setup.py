@@ -19,8 +19,9 @@ EXTRAS = {
     "node": ["httpx>=0.27"],  # cm:// hosts: other nodes' `cm serve`
     "postgres": ["psycopg[binary]>=3.1"],  # a catalog on PostgreSQL, shared by a fleet of nodes
     # `cm serve`: Range-capable FileResponse, login form parsing, the page's templates
-    "serve": ["starlette>=1.5.1", "uvicorn>=0.29", "jinja2>=3.1", "itsdangerous>=2",
-              "python-multipart>=0.0.9"],
+    # /metrics: prometheus-client
+    "serve": ["starlette>=1.5.1", "uvicorn>=0.29", "jinja2>=3.1", "python-multipart>=0.0.9",
+              "prometheus-client>=0.17"],
 }
 
 setup(

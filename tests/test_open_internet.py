@@ -119,7 +119,8 @@ def test_a_connection_past_the_cap_is_answered_503_at_once(node_servers: Callabl
         assert client.get(f"{server.base_url}/").status_code == 200
 
 
-def test_a_silent_connection_is_closed_after_the_header_timeout(node_servers: Callable[..., NodeServer]) -> None:
+def test_a_silent_connection_is_closed_after_the_header_timeout(
+        node_servers: Callable[..., NodeServer]) -> None:
     server = node_servers(serve={"header_timeout": 1})
     for sent in (b"", _head(server, "GET", "/")[:10]):
         sock = _connect(server)
@@ -143,7 +144,8 @@ def test_stalled_uploads_never_freeze_the_node(node_servers: Callable[..., NodeS
 
     def staller() -> socket.socket:
         sock = _connect(server, LOOPBACK)
-        sock.sendall(_head(server, "PUT", f"/objects/{stalled}?name=s", token=server.token, length=1000) + b"x")
+        head = _head(server, "PUT", f"/objects/{stalled}?name=s", token=server.token, length=1000)
+        sock.sendall(head + b"x")
         return sock
 
     with _sockets(41, staller) as sockets:
@@ -165,7 +167,8 @@ def test_stalled_uploads_never_freeze_the_node(node_servers: Callable[..., NodeS
         assert http.head(f"/objects/{stalled}").status_code == 404  # nothing of them was kept
 
 
-def test_a_body_dripped_slower_than_the_minimum_pace_is_cut_off(node_servers: Callable[..., NodeServer]) -> None:
+def test_a_body_dripped_slower_than_the_minimum_pace_is_cut_off(
+        node_servers: Callable[..., NodeServer]) -> None:
     server = node_servers(serve={"body_timeout": 1, "body_min_rate": 1000})
     digest = sha256_hex(b"x" * 100_000)
     with _connect(server, LOOPBACK) as sock:
@@ -247,7 +250,8 @@ def test_the_server_refuses_a_link_that_outlives_the_hosts(node_servers: Callabl
     digest = _put(server, b"kept a day on one host")
     now = int(time.time())
     with httpx.Client(timeout=WAIT_S) as client:
-        assert client.get(links.make_link(server.base_url, server.secret, digest, now + 3600)).status_code == 200
+        within = links.make_link(server.base_url, server.secret, digest, now + 3600)
+        assert client.get(within).status_code == 200
         signed_too_long = links.make_link(server.base_url, server.secret, digest, now + 3 * 86_400)
         refused = client.get(signed_too_long)
         assert refused.status_code == 403 and "outlives" in refused.json()["error"]
@@ -300,7 +304,7 @@ def test_metrics_on_their_own_address_need_no_token(node_servers: Callable[..., 
     from tests.servers.node import free_port
 
     port = free_port()
-    server = node_servers(serve={"metrics_bind": f"{LOOPBACK}:{port}"})
+    node_servers(serve={"metrics_bind": f"{LOOPBACK}:{port}"})
     with httpx.Client(timeout=WAIT_S) as client:
         figures = _scrape(client.get(f"http://{LOOPBACK}:{port}/metrics").text)
     assert ("cloudmanager_files", ()) in figures
@@ -309,7 +313,8 @@ def test_metrics_on_their_own_address_need_no_token(node_servers: Callable[..., 
 # -- 9. access logs -------------------------------------------------------------------------------
 
 
-def test_json_access_logs_hold_one_object_a_line_and_no_secret(node_servers: Callable[..., NodeServer]) -> None:
+def test_json_access_logs_hold_one_object_a_line_and_no_secret(
+        node_servers: Callable[..., NodeServer]) -> None:
     server = node_servers(arguments=("--log-format", "json"))
     digest = _put(server, b"logged as json")
     link = links.make_link(server.base_url, server.secret, digest, int(time.time()) + 600)

@@ -44,7 +44,8 @@ def serve(node: Node, bind: str | None, tls_cert: Path | None, tls_key: Path | N
     announcement = f"serving the catalog {node.config.catalog_shown} (share links: {settings.public_url})"
     if log_format == "text":
         click.echo(f"cm: {announcement}", err=True)
-    run_server(cm, settings, log_format=log_format, announcement=None if log_format == "text" else announcement)
+    run_server(cm, settings, log_format=log_format,
+               announcement=None if log_format == "text" else announcement)
 
 
 @click.command()

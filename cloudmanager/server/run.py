@@ -39,7 +39,11 @@ def serve(manager: CloudManager, settings: Settings, *, log_format: str = "text"
     """Serve ``manager``'s node on ``settings.host:settings.port`` until stopped
     (``announcement``: a first line to log once logging is set up)."""
     limits = settings.limits
-    total, per_client = limits.connections(open_files())
+    files = open_files()
+    total, per_client = limits.connections(files)
+    # asyncio accepts up to ``backlog`` connections at once before any is looked at:
+    # that many descriptors must stay free above the connections held.
+    backlog = max(8, min(2048, (files - total) // 4))
     connections = Connections(limit=total, per_client=per_client, header_timeout=limits.header_timeout)
     app = make_app(manager, settings, connections)
     config = uvicorn.Config(
@@ -49,6 +53,7 @@ def serve(manager: CloudManager, settings: Settings, *, log_format: str = "text"
         http=connections.protocol(),
         timeout_keep_alive=max(1, round(limits.keepalive_timeout)),
         h11_max_incomplete_event_size=MAX_HEAD,
+        backlog=backlog,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         access_log=False,
