@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import diskcache
+import exposed
 import network
 import nodes
 import pgcatalog
@@ -29,7 +30,8 @@ from harness import Row, Stopwatch, format_table, note
 import cloudmanager
 
 #: Every figure's name, in the order of a plain run.
-NAMES = [*FIGURES, *network.FIGURES, *nodes.FIGURES, *untrusted.FIGURES, *pgcatalog.FIGURES]
+NAMES = [*FIGURES, *network.FIGURES, *nodes.FIGURES, *untrusted.FIGURES, *pgcatalog.FIGURES,
+         *exposed.FIGURES]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = QUICK if args.quick else FULL
     chosen = {**FIGURES, **network.figures(args.quick), **nodes.FIGURES, **untrusted.FIGURES,
-              **pgcatalog.FIGURES}
+              **pgcatalog.FIGURES, **exposed.FIGURES}
     names = list(dict.fromkeys(args.only or NAMES))
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="cm-bench-") as root, Stopwatch() as total:
