@@ -279,7 +279,11 @@ def test_metrics_tell_an_operator_what_the_node_does(node_servers: Callable[...,
                                   length=10) + b"x")
             time.sleep(0.5)
             during = _scrape(http.get("/metrics").text)
-        answer = http.get("/metrics")
+        deadline = time.monotonic() + WAIT_S  # the server notices the stalled client left
+        while (answer := http.get("/metrics")) and time.monotonic() < deadline:
+            if _scrape(answer.text)[("cloudmanager_uploads_in_flight", ())] == 0:
+                break
+            time.sleep(0.1)
     assert answer.headers["content-type"].startswith("text/plain")
     figures = _scrape(answer.text)
     assert during[("cloudmanager_uploads_in_flight", ())] == 1
