@@ -1,6 +1,7 @@
 """The catalog's everyday counts (``counts``, ``count``, ``usage``) against a recount from
-the rows, on SQLite and PostgreSQL, after random mixes of operations (a second node on a
-PostgreSQL catalog)."""
+the rows, on SQLite and PostgreSQL: after random mixes of operations (a second node on a
+PostgreSQL catalog), after the migration of a catalog made before the running counts, and
+read without a scan of the files: the work they do does not grow with the number of files."""
 
 from __future__ import annotations
 
@@ -200,3 +201,180 @@ def test_counts_match_a_recount_after_random_operations(database: Database, seed
     for _ in range(200):
         done.append(mix.step())
         database.check(catalogs, " / ".join(done[-5:]))
+
+
+# -- a catalog made before the running counts ---------------------------------------------------
+
+
+def _old_catalog(kind: str, location: str, rng: random.Random) -> None:
+    """Write the schema as it shipped before the running counts (SQLite 5, PostgreSQL 4)
+    and random rows into it, as the code of then kept them (its triggers at work)."""
+    if kind == "sqlite":
+        with sqlite3.connect(location) as db:
+            db.executescript((DATA / "schema_v5.sql").read_text())
+            run: Callable[..., Any] = db.execute
+            _old_rows(rng, run, "?", lambda n, cached, pinned, node: run(
+                "UPDATE files SET cached = ?, pinned = ?, access = ? WHERE hash = ?",
+                (cached, pinned, n, h(n))), nodes=("a",))
+        return
+    with psycopg.connect(location, autocommit=True) as pg:
+        pg.execute((DATA / "schema_pg_v4.sql").read_text().encode())
+        pg.execute("INSERT INTO schema_version (id, version) VALUES (0, 4)")
+        pg.execute("INSERT INTO node_state (node) VALUES ('a'), ('b')")
+        _old_rows(rng, pg.execute, "%s", lambda n, cached, pinned, node: pg.execute(
+            "INSERT INTO cache (node, hash, size, cached, pinned, access) VALUES (%s, %s, %s, %s, %s, %s)",
+            (node, h(n), size_of(n), bool(cached), bool(pinned), n)), nodes=("a", "b"))
+
+
+def _old_rows(rng: random.Random, run: Callable[..., Any], mark: str,
+              cache: Callable[[int, int, int, str], object], nodes: tuple[str, ...]) -> None:
+    for n in range(30):
+        run(f"INSERT INTO files (hash, name, size, datetime) VALUES ({mark}, {mark}, {mark}, {mark})",
+            (h(n), f"file-{n}", size_of(n), 1_700_000_000 + n))
+        for host in HOSTS:
+            if rng.random() < 0.6:
+                url, error = (f"{host}://{n}", None) if rng.random() < 0.7 else (None, "refused")
+                run(f"INSERT INTO uploads (hash, host, url, error, time) VALUES ({mark}, {mark}, {mark}, "
+                    f"{mark}, 1)", (h(n), host, url, error))
+        for node in nodes:
+            cached, pinned = int(rng.random() < 0.3), int(rng.random() < 0.2)
+            if cached or pinned:
+                cache(n, cached, pinned, node)
+
+
+def shape(database: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """The columns, indexes, triggers (their text) and functions of a catalog."""
+    if database.kind == "sqlite":
+        db = database.raw
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        found = {t: sorted(db.execute(f"PRAGMA table_info({t})").fetchall()) for t in tables}
+        found["objects"] = sorted(db.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger')").fetchall())
+        return found
+    pg = database.raw
+    return {
+        "columns": sorted(pg.execute(
+            """SELECT table_name, column_name, data_type, column_default, is_nullable, collation_name
+                 FROM information_schema.columns WHERE table_schema = 'public'""").fetchall()),
+        "indexes": sorted(pg.execute(
+            "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'public'").fetchall()),
+        "triggers": sorted(pg.execute(
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal").fetchall()),
+        "functions": sorted(pg.execute(
+            """SELECT proname, pg_get_functiondef(oid) FROM pg_proc
+                WHERE pronamespace = 'public'::regnamespace""").fetchall()),
+    }
+
+
+def test_counts_match_a_recount_after_migrating_an_older_catalog(databases: Callable[[], Database]) -> None:
+    database = databases()
+    _old_catalog(database.kind, database.location, random.Random(7))
+    catalogs = two_catalogs(database)
+    database.check(catalogs, "migrated")
+    mix = Mix(random.Random(8), catalogs)
+    for _ in range(60):
+        when = mix.step()
+        database.check(catalogs, f"migrated, then {when}")
+    fresh = databases()
+    fresh.open().close()
+    assert shape(database) == shape(fresh)
+
+
+# -- the work counts() does: constant in the number of files ----------------------------------
+
+
+def _filled(database: Database, count: int) -> CatalogBase:
+    """A catalog of ``count`` files, held by the same four sets of hosts, some cached and pinned."""
+    catalog = database.open()
+    patterns = ((), ("a",), ("a", "b"), ("a", "b", "c"))
+    catalog.merge([FileRecord(h(n), f"file-{n}", 10, n, tuple(Upload(x, url=f"{x}://{n}")
+                                                             for x in patterns[n % 4]))
+                   for n in range(count)])
+    for n in range(0, count, max(1, count // 10)):
+        catalog.admit(FileRecord(h(n), f"file-{n}", 10, n), 1 << 30)
+        catalog.set_pinned(h(n), n % 2 == 0)
+    return catalog
+
+
+def _statements_of(catalog: CatalogBase, monkeypatch: pytest.MonkeyPatch,
+                   call: Callable[[], object]) -> list[tuple[str, dict[str, Any]]]:
+    """The statements ``call`` runs on ``catalog``, with their parameters."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    run = catalog._exec  # type: ignore[attr-defined]
+
+    def recording(tx: Any, query: str, params: dict[str, Any]) -> Any:
+        seen.append((query, params))
+        return run(tx, query, params)
+
+    monkeypatch.setattr(catalog, "_exec", recording)
+    call()
+    monkeypatch.undo()
+    return seen
+
+
+def _figures(catalog: CatalogBase) -> None:
+    """What a scrape of the node's figures reads from the catalog."""
+    catalog.counts(["a", "b"])
+    catalog.count()
+    catalog.usage()
+
+
+def _plan_nodes(plan: Any) -> Iterator[dict[str, Any]]:
+    """Every node of a PostgreSQL JSON plan."""
+    if isinstance(plan, list):
+        for item in plan:
+            yield from _plan_nodes(item)
+    elif isinstance(plan, dict):
+        if "Node Type" in plan:
+            yield plan
+        for value in plan.values():
+            yield from _plan_nodes(value)
+
+
+def test_counts_read_no_files(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statements the figures run open no table of files, scan or search: SQLite's
+    compiled program opens only the b-trees of state and holdings (its OpenRead steps,
+    by root page); PostgreSQL's plans read only those tables."""
+    catalog = _filled(database, 400)
+    statements = _statements_of(catalog, monkeypatch, lambda: _figures(catalog))
+    assert statements
+    for query, params in statements:
+        if database.kind == "sqlite":
+            trees = dict(database.raw.execute("SELECT rootpage, name FROM sqlite_master"))
+            program = database.raw.execute(f"EXPLAIN {query}", params).fetchall()
+            read = {trees[step[3]] for step in program if step[1] == "OpenRead"}
+            assert read <= {"state", "holdings"}, (query, read)
+        else:
+            plan = database.raw.execute(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()[0]
+            read = {node["Relation Name"] for node in _plan_nodes(plan) if "Relation Name" in node}
+            assert read <= {"catalog_state", "node_state", "holdings"}, (query, plan)
+
+
+def _work(database: Database, catalog: CatalogBase, monkeypatch: pytest.MonkeyPatch) -> int:
+    """What the figures cost, counted, not timed: SQLite's virtual machine steps; the rows
+    every node of PostgreSQL's plans produced, as EXPLAIN ANALYZE reports them."""
+    if database.kind == "sqlite":
+        steps = [0]
+
+        def tick() -> int:
+            steps[0] += 1
+            return 0
+
+        connection = catalog._db  # type: ignore[attr-defined]
+        connection.set_progress_handler(tick, 1)
+        _figures(catalog)
+        connection.set_progress_handler(None, 1)
+        return steps[0]
+    rows = 0
+    for query, params in _statements_of(catalog, monkeypatch, lambda: _figures(catalog)):
+        plan = database.raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", params).fetchone()[0]
+        rows += sum(int(node["Actual Rows"] * node["Actual Loops"]) for node in _plan_nodes(plan))
+    return rows
+
+
+def test_the_work_of_counts_does_not_grow_with_the_files(
+        databases: Callable[[], Database], monkeypatch: pytest.MonkeyPatch) -> None:
+    small, large = databases(), databases()
+    work = {count: _work(where, _filled(where, count), monkeypatch) for where, count in ((small, 100),
+                                                                                        (large, 3000))}
+    assert 0 < work[3000] == work[100], work
