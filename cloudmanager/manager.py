@@ -894,12 +894,19 @@ class CloudManager:
         return self.catalog.listing([h.name for h in self.active_hosts],
                                     cached_only=cached_only, pending_only=pending_only)
 
+    def counts(self) -> dict[str, int]:
+        """The file counts, from the catalog's running counts (the same cost whatever the
+        number of files): ``files`` known to the catalog (every node's), ``cached`` and
+        ``pinned`` on this node, ``pending``: not yet held by every active host (a copy
+        on an inactive host does not count for an active one)."""
+        return self.catalog.counts([h.name for h in self.active_hosts])
+
     def stats(self) -> dict[str, Any]:
-        """Capacity, usage, file counts and bytes moved per host and month."""
+        """Capacity, usage, file counts (:meth:`counts`) and bytes moved per host and month."""
         used, _ = self.catalog.usage()
         figures: dict[str, Any] = {"capacity": self.capacity, "used": used,
                                    "usage_ratio": self.usage_ratio()}
-        figures.update(self.catalog.counts([h.name for h in self.active_hosts]))
+        figures.update(self.counts())
         months: dict[str, dict[str, int]] = {}
         for month, _host, sent, fetched in self.catalog.transfers():
             totals = months.setdefault(month, {"sent": 0, "fetched": 0})

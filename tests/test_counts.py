@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from cloudmanager import CloudManager
 from cloudmanager.catalog import CatalogBase, open_catalog
 from cloudmanager.records import FileRecord, Share, Upload
 from tests.servers.postgres import PostgresServer
@@ -378,3 +379,21 @@ def test_the_work_of_counts_does_not_grow_with_the_files(
     work = {count: _work(where, _filled(where, count), monkeypatch) for where, count in ((small, 100),
                                                                                         (large, 3000))}
     assert 0 < work[3000] == work[100], work
+
+
+# -- the node's figures ---------------------------------------------------------------------------
+
+
+def test_the_node_counts_for_its_active_hosts(tmp_path: Path, write: Callable[..., Path]) -> None:
+    with CloudManager(tmp_path / "catalog.sqlite3", tmp_path / "cache", 1000,
+                      hosts=["memory://one", "memory://two"]) as cm:
+        first = cm.upload(write("first", b"first file"))
+        assert first and cm.counts() == {"files": 1, "cached": 1, "pinned": 0, "pending": 0}
+        cm.hosts[1].active = False  # no new uploads there; what it holds still counts for it
+        second = cm.upload(write("second", b"second file"))
+        assert second and cm.pin(second)
+        assert cm.counts() == {"files": 2, "cached": 2, "pinned": 1, "pending": 0}
+        cm.hosts[1].active = True
+        assert cm.counts() == {"files": 2, "cached": 2, "pinned": 1, "pending": 1}
+        figures = cm.stats()
+        assert {key: figures[key] for key in cm.counts()} == cm.counts()
