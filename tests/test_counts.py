@@ -1,7 +1,8 @@
-"""The catalog's everyday counts (``counts``, ``count``, ``usage``) against a recount from
-the rows, on SQLite and PostgreSQL: after random mixes of operations (a second node on a
-PostgreSQL catalog), after the migration of a catalog made before the running counts, and
-read without a scan of the files: the work they do does not grow with the number of files."""
+"""The catalog's everyday counts (``counts``, ``count``, ``usage``, ``held_per_host``) against
+a recount from the rows, on SQLite and PostgreSQL: after random mixes of operations (a second
+node on a PostgreSQL catalog), after the migration of a catalog made before the running
+counts, and read without a scan of the files: the work they do does not grow with the
+number of files."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ RECOUNT = {
                      FROM files f LEFT JOIN cache c ON c.node = %(node)s AND c.hash = f.hash""",
 }
 
+#: What held_per_host() ran before the running counts (a scan of uploads).
+HELD = "SELECT host, count(*) FROM uploads WHERE url IS NOT NULL GROUP BY host"
+
 
 def h(n: int) -> str:
     """A made-up SHA-256: ``n`` in 64 hex digits."""
@@ -84,6 +88,10 @@ class Database:
         files, cached, pinned, pending, used = (int(v) for v in row)
         return {"files": files, "cached": cached, "pinned": pinned, "pending": pending}, (used, cached)
 
+    def held(self) -> dict[str, int]:
+        """held_per_host() from the rows, as before the running counts."""
+        return dict(self.raw.execute(HELD).fetchall())
+
     def check(self, catalogs: list[CatalogBase], when: str) -> None:
         """Every catalog's counts, count and usage are the recount's, for every host list."""
         for catalog in catalogs:
@@ -93,6 +101,7 @@ class Database:
                 assert catalog.counts(hosts) == counted, (when, node, hosts)
                 assert catalog.usage() == used, (when, node)
             assert catalog.count() == counted["files"], (when, node)
+            assert catalog.held_per_host() == self.held(), (when, node)
             assert not catalog.recount(fix=False), (when, node)
 
     def close(self) -> None:
@@ -318,6 +327,7 @@ def _figures(catalog: CatalogBase) -> None:
     catalog.counts(["a", "b"])
     catalog.count()
     catalog.usage()
+    catalog.held_per_host()
 
 
 def _plan_nodes(plan: Any) -> Iterator[dict[str, Any]]:

@@ -317,7 +317,8 @@ class CatalogBase(ABC):
 
     @abstractmethod
     def held_per_host(self) -> dict[str, int]:
-        """How many files each host holds a copy of."""
+        """How many files each host holds a whole copy of (hosts holding none left out),
+        from running counts, as :meth:`counts`."""
 
     @abstractmethod
     def transfers(self) -> list[tuple[str, str, int, int]]:

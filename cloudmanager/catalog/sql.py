@@ -124,7 +124,7 @@ COMMON: dict[str, str] = {
     "recent": "SELECT hash FROM files ORDER BY datetime DESC, hash DESC LIMIT :limit",
     "host_health": """SELECT name, failures, last_ok, last_error, last_error_time FROM hosts
                        WHERE name IN LIST(:names)""",
-    "held_per_host": "SELECT host, count(*) FROM uploads WHERE url IS NOT NULL GROUP BY host",
+    "held_per_host": "SELECT m.value, sum(k.files) FROM holdings k, {members} GROUP BY m.value",
     "transfers": "SELECT month, host, sent, fetched FROM transfers ORDER BY month, host",
     "copies_older_than": """SELECT u.hash, u.url, f.copies FROM uploads u JOIN files f ON f.hash = u.hash
                              WHERE u.host = :host AND u.url IS NOT NULL AND u.time < :before
