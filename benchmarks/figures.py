@@ -15,8 +15,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
-from contextlib import ExitStack, closing
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -42,7 +42,7 @@ from harness import (
     seconds,
     write_random_file,
 )
-from workload import Workload, lookup_mix, make_workload
+from workload import HOSTS, Workload, lookup_mix, make_workload
 
 from cloudmanager import CloudManager
 from cloudmanager.hosts import MemoryHost
@@ -63,12 +63,13 @@ class Sizes:
     usage_calls: int  # usage_ratio calls per round
     rounds: int  # rounds of the quick figures
     file_rounds: int  # rounds of the upload figure
+    counts_calls: int  # counts() and stats() calls per round (100 vs 100,000 files, at every size)
 
 
 FULL = Sizes(file_mib=512, records=100_000, lookups=20_000, cached_many=10_000, cached_few=100,
-             usage_calls=50_000, rounds=5, file_rounds=5)
+             usage_calls=50_000, rounds=5, file_rounds=5, counts_calls=10_000)
 QUICK = Sizes(file_mib=64, records=10_000, lookups=5_000, cached_many=1_000, cached_few=100,
-              usage_calls=10_000, rounds=3, file_rounds=3)
+              usage_calls=10_000, rounds=3, file_rounds=3, counts_calls=2_000)
 
 
 class Bench:
@@ -263,7 +264,56 @@ def load_figure(bench: Bench) -> list[Row]:
                       Target.at_most(2))]
 
 
-# -- 5. peak memory of upload and warm_up ------------------------------------------------------
+# -- 5. the node's file counts with few and with many files --------------------------------------
+
+#: The counts figures' catalog sizes: what a scrape of the node's figures costs at 100,000
+#: files, against at 100 (the same: running counts).
+COUNTS_FILES = (100, 100_000)
+#: The nodes' hosts: those of the generated records (one holds every file, the other half).
+COUNTS_HOSTS = [f"memory://{host}" for host in HOSTS]
+
+
+@contextmanager
+def counted_nodes(open_node_of: Callable[[int], CloudManager]) -> Iterator[dict[int, CloudManager]]:
+    """A node per size of COUNTS_FILES (``open_node_of(size)`` opens an empty one), its
+    catalog loaded with that many generated records (and their hosts emptied at the end)."""
+    with ExitStack() as stack:
+        for host in HOSTS:
+            stack.callback(MemoryHost.reset, host)
+        nodes: dict[int, CloudManager] = {}
+        for count in COUNTS_FILES:
+            nodes[count] = stack.enter_context(open_node_of(count))
+            note(f"  loading {count:,} records")
+            records = make_workload(count, locator=lambda host, key: f"memory://{host}/{key}").text
+            _expect(nodes[count].data_load(records), count, "files added by data_load")
+            _expect(nodes[count].counts()["pending"], count // 2, "files pending")
+        yield nodes
+
+
+def counts_rows(bench: Bench, nodes: Mapping[int, CloudManager], where: str = "") -> list[Row]:
+    """``counts()`` and ``stats()`` per second at the largest catalog against at the smallest,
+    side by side; the ratio is time at many files over time at few (target: at most 1.5)."""
+    few, many = min(nodes), max(nodes)
+    calls = bench.sizes.counts_calls
+    rows: list[Row] = []
+    for call in ("counts", "stats"):
+        trials = {f"{call}(), {count:,} files": clocked(partial(_repeat, getattr(nodes[count], call), calls))
+                  for count in (many, few)}
+        best = best_of(bench.sizes.rounds, trials)
+        slow, fast = best[f"{call}(), {many:,} files"], best[f"{call}(), {few:,} files"]
+        rows.append(ratio_row(f"{call}(){where}, {many:,} vs {few:,} files", per_second(calls, slow),
+                              f"{per_second(calls, fast)} ({few:,} files)", slow / fast, Target.at_most(1.5)))
+    return rows
+
+
+def counts_figure(bench: Bench) -> list[Row]:
+    """``counts()`` and ``stats()`` on an SQLite catalog of 100,000 files against one of 100."""
+    with fresh_dir(bench.root, "counts") as folder, \
+            counted_nodes(lambda count: open_node(folder / f"node-{count}", ROOMY, COUNTS_HOSTS)) as nodes:
+        return counts_rows(bench, nodes)
+
+
+# -- 6. peak memory of upload and warm_up ------------------------------------------------------
 
 PROBE = Path(__file__).with_name("memprobe.py")
 #: Runs its arguments as a process of its own.  Linux carries a process's peak RSS
@@ -315,4 +365,5 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "usage": usage_figure,
     "load": load_figure,
     "memory": memory_figure,
+    "counts": counts_figure,
 }

@@ -8,6 +8,11 @@
     the driver and the server.  Both talk to the same server on 127.0.0.1 (the
     tests' throwaway one, ``tests/servers/postgres.py``), started and stopped
     by the figure.
+
+``pg-counts``
+    ``CloudManager.counts`` and ``stats`` with their catalog on PostgreSQL at
+    100,000 files against at 100 (two databases on the one server), as the
+    ``counts`` figure does with SQLite.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Callable
 
 import network  # noqa: F401  (puts the repository root on sys.path, for tests.servers)
 import psycopg
-from figures import ROOMY, Bench, _expect
+from figures import COUNTS_HOSTS, ROOMY, Bench, _expect, counted_nodes, counts_rows
 from harness import Row, Target, Trial, best_of, clocked, fresh_dir, note, per_second, ratio_row
 from workload import lookup_mix
 
@@ -54,4 +59,17 @@ def pg_exists_figure(bench: Bench) -> list[Row]:
                       best["psycopg"] / best["exists"], Target.at_least(0.8))]
 
 
-FIGURES: dict[str, Callable[[Bench], list[Row]]] = {"pg-exists": pg_exists_figure}
+def pg_counts_figure(bench: Bench) -> list[Row]:
+    """``counts()`` and ``stats()`` on a PostgreSQL catalog of 100,000 files against one of 100."""
+    with running_postgres() as server, fresh_dir(bench.root, "pg-counts") as folder:
+
+        def node(count: int) -> CloudManager:
+            return CloudManager(server.create_database("bench"), folder / f"cache-{count}", ROOMY,
+                                hosts=COUNTS_HOSTS)
+
+        with counted_nodes(node) as nodes:
+            return counts_rows(bench, nodes, ", PostgreSQL")
+
+
+FIGURES: dict[str, Callable[[Bench], list[Row]]] = {"pg-exists": pg_exists_figure,
+                                                     "pg-counts": pg_counts_figure}

@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +34,15 @@ class Workload:
     uploads: list[UploadRow]
 
 
-def make_workload(count: int, seed: int = 1) -> Workload:
-    """Records of ``count`` files, each on two hosts: the first holds it (a URL); the
-    second holds every other file and reported an error for the rest."""
+def folder_url(host: str, key: str) -> str:
+    """Where a folder host named ``host`` would keep the file ``key``."""
+    return f"file:///srv/{host}/{key[:2]}/{key[2:4]}/{key}"
+
+
+def make_workload(count: int, seed: int = 1, locator: Callable[[str, str], str] = folder_url) -> Workload:
+    """Records of ``count`` files, each on two hosts: the first holds it (a URL, from
+    ``locator(host, hash)``); the second holds every other file and reported an error
+    for the rest."""
     rng = random.Random(seed)
     now = int(time.time())
     records: list[dict[str, Any]] = []
@@ -52,7 +58,7 @@ def make_workload(count: int, seed: int = 1) -> Workload:
                 entries.append({"host_name": host, "error": True})
                 uploads.append((key, host, None, PEER_ERROR, now))
             else:
-                url = f"file:///srv/{host}/{key[:2]}/{key[2:4]}/{key}"
+                url = locator(host, key)
                 entries.append({"host_name": host, "url": url})
                 uploads.append((key, host, url, None, now))
         records.append({"version": FORMAT_VERSION, "datetime": str(when), "filename": name,

@@ -899,12 +899,14 @@ class CloudManager:
                                     cached_only=cached_only, pending_only=pending_only)
 
     def counts(self) -> dict[str, int]:
-        """How many files the catalog holds: ``files``, ``cached``, ``pinned`` here, and
-        ``pending`` (not yet on every active host)."""
+        """The file counts, from the catalog's running counts (the same cost whatever the
+        number of files): ``files`` known to the catalog (every node's), ``cached`` and
+        ``pinned`` on this node, ``pending``: not yet held by every active host (a copy
+        on an inactive host does not count for an active one)."""
         return self.catalog.counts([h.name for h in self.active_hosts])
 
     def stats(self) -> dict[str, Any]:
-        """Capacity, usage, file counts and bytes moved per host and month."""
+        """Capacity, usage, file counts (:meth:`counts`) and bytes moved per host and month."""
         used, _ = self.catalog.usage()
         figures: dict[str, Any] = {"capacity": self.capacity, "used": used,
                                    "usage_ratio": self.usage_ratio()}

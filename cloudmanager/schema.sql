@@ -1,9 +1,10 @@
--- cloudmanager catalog schema (SQLite). Version 5: see PRAGMA user_version below.
+-- cloudmanager catalog schema (SQLite). Version 6: see PRAGMA user_version below.
 --
 -- Every file is known by its SHA-256.  `files` holds what a dump carries (name,
 -- size, time) and the local cache state; `uploads` holds, per host, the URL a
--- copy got there or the error met.  Running totals (cached bytes and files) and
--- the LRU clock live in the one-row table `state` and are kept by triggers, so
+-- copy got there or the error met.  Running totals (cached bytes and files,
+-- pinned files, files) and the LRU clock live in the one-row table `state`, and
+-- `holdings` counts the files each set of hosts holds; triggers keep them, so
 -- they change in the same transaction as the rows they count.
 --
 -- This file is applied to a new catalog by `cm_setup_db` and by CloudManager;
@@ -22,6 +23,7 @@ CREATE TABLE IF NOT EXISTS files (
     seq      INTEGER NOT NULL DEFAULT 0,     -- change sequence of the dumped record (triggers keep both)
     spread_k INTEGER,                        -- spread as N erasure-coded shares, K of which rebuild it
     spread_n INTEGER,
+    holders  TEXT NOT NULL DEFAULT '[]',     -- the hosts holding a whole copy: a JSON array, in host order
     CHECK ((spread_k IS NULL) = (spread_n IS NULL) AND (spread_k IS NULL OR spread_k BETWEEN 1 AND spread_n))
 ) WITHOUT ROWID;
 
@@ -81,10 +83,20 @@ CREATE TABLE IF NOT EXISTS state (
     cached_files INTEGER NOT NULL DEFAULT 0,
     clock        INTEGER NOT NULL DEFAULT 0, -- LRU clock: exact order within a tick
     seq          INTEGER NOT NULL DEFAULT 0, -- last change sequence number
-    bulk         INTEGER NOT NULL DEFAULT 0, -- 1 inside a bulk merge: it keeps copies and seq itself
-    cache        TEXT                        -- the cache folder whose state this catalog keeps (one per catalog)
+    bulk         INTEGER NOT NULL DEFAULT 0, -- 1 inside a bulk merge: it keeps its counts itself
+    cache        TEXT,                       -- the cache folder whose state this catalog keeps (one per catalog)
+    files        INTEGER NOT NULL DEFAULT 0, -- files known
+    pinned_files INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO state (id) VALUES (0);
+
+-- How many files each set of hosts holds whole copies of (files.holders, the empty
+-- set included), so that counts() finds the files some hosts lack without reading
+-- the files: one row per set in use (a handful: every host, all but a failing one...).
+CREATE TABLE IF NOT EXISTS holdings (
+    holders  TEXT PRIMARY KEY,
+    files    INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- Other nodes this one syncs its catalog with over HTTP: the last change
 -- sequence number pulled from each (theirs) and pushed to each (ours).
@@ -94,26 +106,55 @@ CREATE TABLE IF NOT EXISTS peers (
     pushed   INTEGER NOT NULL DEFAULT 0
 );
 
--- Running totals of the cache, in the same transaction as the rows.
+-- Running totals of the cache and its pins, in the same transaction as the rows.
 CREATE TRIGGER IF NOT EXISTS files_usage_insert AFTER INSERT ON files
-WHEN NEW.cached = 1
+WHEN NEW.cached = 1 OR NEW.pinned = 1
 BEGIN
-    UPDATE state SET cached_bytes = cached_bytes + NEW.size,
-                     cached_files = cached_files + 1;
+    UPDATE state SET cached_bytes = cached_bytes + NEW.cached * NEW.size,
+                     cached_files = cached_files + NEW.cached,
+                     pinned_files = pinned_files + NEW.pinned;
 END;
 
-CREATE TRIGGER IF NOT EXISTS files_usage_update AFTER UPDATE OF cached, size ON files
-WHEN OLD.cached <> NEW.cached OR OLD.size <> NEW.size
+CREATE TRIGGER IF NOT EXISTS files_usage_update AFTER UPDATE OF cached, pinned, size ON files
+WHEN OLD.cached <> NEW.cached OR OLD.pinned <> NEW.pinned OR OLD.size <> NEW.size
 BEGIN
     UPDATE state SET cached_bytes = cached_bytes + NEW.cached * NEW.size - OLD.cached * OLD.size,
-                     cached_files = cached_files + NEW.cached - OLD.cached;
+                     cached_files = cached_files + NEW.cached - OLD.cached,
+                     pinned_files = pinned_files + NEW.pinned - OLD.pinned;
 END;
 
 CREATE TRIGGER IF NOT EXISTS files_usage_delete AFTER DELETE ON files
-WHEN OLD.cached = 1
+WHEN OLD.cached = 1 OR OLD.pinned = 1
 BEGIN
-    UPDATE state SET cached_bytes = cached_bytes - OLD.size,
-                     cached_files = cached_files - 1;
+    UPDATE state SET cached_bytes = cached_bytes - OLD.cached * OLD.size,
+                     cached_files = cached_files - OLD.cached,
+                     pinned_files = pinned_files - OLD.pinned;
+END;
+
+-- The count of files, and the holdings of each file's set of holders.  (These stand
+-- aside during a bulk merge too, which counts what it adds and changes itself.)
+CREATE TRIGGER IF NOT EXISTS files_count_insert AFTER INSERT ON files
+WHEN (SELECT bulk FROM state WHERE id = 0) = 0
+BEGIN
+    UPDATE state SET files = files + 1;
+    INSERT INTO holdings (holders, files) VALUES (NEW.holders, 1)
+        ON CONFLICT (holders) DO UPDATE SET files = files + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS files_count_update AFTER UPDATE OF holders ON files
+WHEN OLD.holders <> NEW.holders AND (SELECT bulk FROM state WHERE id = 0) = 0
+BEGIN
+    UPDATE holdings SET files = files - 1 WHERE holders = OLD.holders;
+    DELETE FROM holdings WHERE holders = OLD.holders AND files = 0;
+    INSERT INTO holdings (holders, files) VALUES (NEW.holders, 1)
+        ON CONFLICT (holders) DO UPDATE SET files = files + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS files_count_delete AFTER DELETE ON files
+BEGIN
+    UPDATE state SET files = files - 1;
+    UPDATE holdings SET files = files - 1 WHERE holders = OLD.holders;
+    DELETE FROM holdings WHERE holders = OLD.holders AND files = 0;
 END;
 
 -- A new record gets the next change sequence number.  (These triggers stand aside
@@ -125,12 +166,16 @@ BEGIN
     UPDATE files SET seq = (SELECT seq FROM state) WHERE hash = NEW.hash;
 END;
 
--- Host copies: the count of URLs per file, and a new change sequence number.
+-- Host copies: the count of URLs per file, the hosts holding them (a set read in
+-- the host order of the uploads key), and a new change sequence number.
 CREATE TRIGGER IF NOT EXISTS uploads_insert AFTER INSERT ON uploads
 WHEN (SELECT bulk FROM state WHERE id = 0) = 0
 BEGIN
     UPDATE state SET seq = seq + 1;
     UPDATE files SET copies = copies + (NEW.url IS NOT NULL),
+                     holders = (SELECT json_group_array(host) FROM (
+                                    SELECT host FROM uploads WHERE hash = NEW.hash AND url IS NOT NULL
+                                     ORDER BY host)),
                      seq = (SELECT seq FROM state)
      WHERE hash = NEW.hash;
 END;
@@ -140,6 +185,9 @@ WHEN (SELECT bulk FROM state WHERE id = 0) = 0
 BEGIN
     UPDATE state SET seq = seq + 1;
     UPDATE files SET copies = copies + (NEW.url IS NOT NULL) - (OLD.url IS NOT NULL),
+                     holders = (SELECT json_group_array(host) FROM (
+                                    SELECT host FROM uploads WHERE hash = NEW.hash AND url IS NOT NULL
+                                     ORDER BY host)),
                      seq = (SELECT seq FROM state)
      WHERE hash = NEW.hash;
 END;
@@ -149,6 +197,9 @@ WHEN (SELECT bulk FROM state WHERE id = 0) = 0
 BEGIN
     UPDATE state SET seq = seq + 1;
     UPDATE files SET copies = copies - (OLD.url IS NOT NULL),
+                     holders = (SELECT json_group_array(host) FROM (
+                                    SELECT host FROM uploads WHERE hash = OLD.hash AND url IS NOT NULL
+                                     ORDER BY host)),
                      seq = (SELECT seq FROM state)
      WHERE hash = OLD.hash;
 END;
@@ -184,4 +235,4 @@ BEGIN
      WHERE hash = OLD.hash;
 END;
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;

@@ -471,12 +471,17 @@ def test_an_older_postgres_catalog_is_migrated(postgres_server: PostgresServer) 
         with psycopg.connect(old, autocommit=True) as db:  # what version 3 was
             db.execute("""DROP TABLE shares; ALTER TABLE uploads DROP COLUMN encrypted;
                           ALTER TABLE files DROP COLUMN spread_k, DROP COLUMN spread_n;
+                          DROP TRIGGER files_count_delete ON files; DROP FUNCTION cm_files_delete, cm_hold;
+                          DROP TABLE holdings; ALTER TABLE files DROP COLUMN holders;
+                          ALTER TABLE catalog_state DROP COLUMN files;
+                          ALTER TABLE node_state DROP COLUMN pinned_files;
                           UPDATE schema_version SET version = 3""")
         assert _pg_shape(old) != _pg_shape(fresh)
         migrated = open_catalog(old, node="n")
         try:
             assert migrated.schema_version() == PG_VERSION
             assert migrated.record(h(1)) == rec(1, 10, HELD) and migrated.usage() == (10, 1)
+            assert migrated.counts(["vault", "other"]) == {"files": 1, "cached": 1, "pinned": 0, "pending": 1}
             migrated.record_shares(h(1), (1, 1), [Share(0, "s", url="s://0", digest="d", size=10)])
             assert migrated.record(h(1)).spread == (1, 1)  # type: ignore[union-attr]
         finally:

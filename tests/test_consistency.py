@@ -116,6 +116,7 @@ def test_an_older_catalog_is_migrated(tmp_path: Path) -> None:
         assert cm.exists("1" * 64) and cm.exists("2" * 64)
         seqs = dict(cm.catalog._db.execute("SELECT hash, seq FROM files"))
         assert sorted(seqs.values()) == [1, 2]
+        assert cm.catalog.counts(["vault"]) == {"files": 2, "cached": 0, "pinned": 0, "pending": 1}
         assert cm.data_load('{"version":"0.2","datetime":1,"filename":"n","filesize":3,'
                             f'"filehash":"{"3" * 64}","uploads":[]}}') == 1
         assert cm.catalog._db.execute("SELECT seq FROM files WHERE hash = ?", ("3" * 64,)).fetchone()[0] > 2

@@ -133,7 +133,7 @@ class CatalogBase(ABC):
 
     @abstractmethod
     def count(self) -> int:
-        """How many files the catalog knows."""
+        """How many files the catalog knows, from a running count: constant time."""
 
     @abstractmethod
     def recent(self, limit: int) -> list[str]:
@@ -199,8 +199,8 @@ class CatalogBase(ABC):
 
     @abstractmethod
     def recount(self, fix: bool = True) -> bool:
-        """Check this node's running totals against its rows (and set them, when ``fix``);
-        True when they were wrong."""
+        """Check this node's running totals (cached bytes, cached files, pinned files)
+        against its rows (and set them, when ``fix``); True when they were wrong."""
 
     # -- files and host copies (shared) ---------------------------------------------
 
@@ -302,11 +302,23 @@ class CatalogBase(ABC):
 
     @abstractmethod
     def counts(self, hosts: Sequence[str]) -> dict[str, int]:
-        """files, cached and pinned (on this node), and pending (not on every one of ``hosts``)."""
+        """The everyday figures, from running counts: the same cost whatever the number
+        of files (a monitor may read them at every scrape).
+
+        * ``files``: every file the catalog knows (shared by every node);
+        * ``cached``: the files this node counts as cached (as ``usage()[1]``);
+        * ``pinned``: the files pinned on this node, cached or not;
+        * ``pending``: the files held by fewer than ``len(hosts)`` of ``hosts``, a host
+          holding a file when its entry has a URL (an error is no copy, nor are the
+          shares of a spread file): the files some host of ``hosts`` lacks, as
+          :meth:`listing` with ``pending_only`` lists them.  None when ``hosts`` is
+          empty; every file when a name is given twice.
+        """
 
     @abstractmethod
     def held_per_host(self) -> dict[str, int]:
-        """How many files each host holds a copy of."""
+        """How many files each host holds a whole copy of (hosts holding none left out),
+        from running counts, as :meth:`counts`."""
 
     @abstractmethod
     def transfers(self) -> list[tuple[str, str, int, int]]:

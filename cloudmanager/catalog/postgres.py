@@ -44,11 +44,12 @@ from .location import password_of, redact
 from .sql import PAGE, SQLCatalog, _Retry, dialect, lru
 
 #: The schema version this code reads and writes (the table ``schema_version``).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Steps from each older version to the next.  "@schema" applies schema_pg.sql,
-#: whose statements are all idempotent.  PostgreSQL catalogs start at version 3,
-#: the logical schema of SQLite's version 3.
+#: whose statements are all idempotent; "@counts" sets the running counts from the
+#: rows (SQLCatalog._fill_counts).  PostgreSQL catalogs start at version 3, the
+#: logical schema of SQLite's version 3; version 5 is that of SQLite's version 6.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 3 -> 4: encrypted copies, and erasure-coded shares of spread files.
     3: (
@@ -58,6 +59,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """ALTER TABLE files ADD CONSTRAINT files_check CHECK ((spread_k IS NULL) = (spread_n IS NULL)
                AND (spread_k IS NULL OR spread_k BETWEEN 1 AND spread_n))""",
         "@schema",
+    ),
+    # 4 -> 5: running counts of files, of every node's pinned files and of the files
+    # each set of hosts holds, so that counts() reads no file.
+    4: (
+        """ALTER TABLE files ADD COLUMN IF NOT EXISTS holders text[] COLLATE "C" NOT NULL DEFAULT '{}'""",
+        "ALTER TABLE catalog_state ADD COLUMN IF NOT EXISTS files bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE node_state ADD COLUMN IF NOT EXISTS pinned_files bigint NOT NULL DEFAULT 0",
+        "@schema",
+        "@counts",
     ),
 }
 
@@ -112,10 +122,16 @@ _SQL = dialect({
                           SET pulled = coalesce(:pulled::bigint, peers.pulled),
                               pushed = coalesce(:pushed::bigint, peers.pushed)""",
     "bulk": "SELECT set_config('cloudmanager.bulk', CASE WHEN :on THEN 'on' ELSE 'off' END, true)",
+    "fill_pinned": """UPDATE node_state n SET pinned_files = (SELECT count(*) FROM cache c
+                                                                WHERE c.node = n.node AND c.pinned)""",
 }, view={"files": "files f LEFT JOIN cache c ON c.node = :node AND c.hash = f.hash",
          "cached": "coalesce(c.cached, false)", "pinned": "coalesce(c.pinned, false)",
-         "cached_rows": "cache WHERE node = :node AND cached", "state": "node_state", "mine": "node = :node",
-         "shared": "catalog_state"},
+         "cached_rows": "cache WHERE node = :node AND cached", "node_rows": "cache WHERE node = :node",
+         "state": "node_state", "mine": "node = :node", "shared": "catalog_state",
+         # cm_copies_change (schema_pg.sql) sets holders the same way
+         "holders": """array(SELECT host FROM uploads WHERE hash = files.hash AND url IS NOT NULL
+                              ORDER BY host)""",
+         "members": "unnest(k.holders) AS m (value)"},
    list_in="= ANY(:{}::text[])", length="cardinality(:{}::text[])", param="%({})s")
 
 _LOAD = """CREATE TEMP TABLE load_files (hash text COLLATE "C" PRIMARY KEY, name text, size bigint,
@@ -286,7 +302,10 @@ class PostgresCatalog(SQLCatalog):
                 version = SCHEMA_VERSION
             while version < SCHEMA_VERSION:
                 for step in _MIGRATIONS[version]:
-                    cur.execute((schema_text() if step == "@schema" else step).encode())
+                    if step == "@counts":
+                        self._fill_counts(cur)
+                    else:
+                        cur.execute((schema_text() if step == "@schema" else step).encode())
                 version += 1
                 cur.execute("UPDATE schema_version SET version = %s WHERE id = 0", (version,))
             if self.node:

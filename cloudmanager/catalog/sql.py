@@ -7,6 +7,10 @@ postgres.py) gives what truly differs: connecting and the transaction
 (``_list``), the bulk load of a merge (``_load``), migrations, and the
 statements whose text differs, by name in ``Q``.
 
+The everyday figures (``usage``, ``count``, ``counts``) are read from running
+counts the schema's triggers keep in the same transaction as the rows (a bulk
+merge keeps them itself): they cost the same whatever the number of files.
+
 Statements are written with named parameters (``:name``) and two markers the
 dialect spells its own way: ``IN LIST(:names)`` (a list parameter) and
 ``LEN(:names)`` (its length).  ``:node`` is bound to the node id in every
@@ -83,13 +87,18 @@ _LOAD_TABLES = ("load_files", "load_uploads", "load_shares")
 COMMON: dict[str, str] = {
     "exists": "SELECT 1 FROM files WHERE hash = :hash",
     # -- this node's view: {files} (aliases f, and c where the cache rows are apart), {cached_rows},
-    # its running totals in the {state} row where {mine}, the change sequence in {shared}
-    "totals": "SELECT cached_bytes, cached_files FROM {state} WHERE {mine}",
-    "set_totals": "UPDATE {state} SET cached_bytes = :bytes, cached_files = :files WHERE {mine}",
-    "actual_totals": "SELECT coalesce(sum(size), 0), count(*) FROM {cached_rows}",
+    # {node_rows} (its cached or pinned files), its running totals in the {state} row where {mine},
+    # the change sequence and the count of files in {shared}; {holders}, the set of hosts holding
+    # files.hash (as holdings keeps it), and {members}, the hosts m.value of the holdings row k
+    "totals": "SELECT cached_bytes, cached_files, pinned_files FROM {state} WHERE {mine}",
+    "set_totals": """UPDATE {state} SET cached_bytes = :bytes, cached_files = :files, pinned_files = :pinned
+                      WHERE {mine}""",
+    "actual_totals": """SELECT coalesce(sum(size) FILTER (WHERE cached), 0), count(*) FILTER (WHERE cached),
+                               count(*) FILTER (WHERE pinned)
+                          FROM {node_rows}""",
     "cached_sizes": "SELECT hash, size FROM {cached_rows}",
     "sequence": "SELECT seq FROM {shared} WHERE id = 0",
-    "advance": "UPDATE {shared} SET seq = seq + :by WHERE id = 0",
+    "advance": "UPDATE {shared} SET seq = seq + :by, files = files + :added WHERE id = 0",
     "entry": "SELECT f.hash, f.name, f.size, {cached}, {pinned}, f.copies FROM {files} WHERE f.hash = :hash",
     "recent_entries": """SELECT f.hash, f.name, f.size, {cached}, {pinned}, f.copies FROM {files}
                           ORDER BY f.datetime DESC, f.hash DESC LIMIT :limit""",
@@ -102,21 +111,20 @@ COMMON: dict[str, str] = {
                    GROUP BY f.hash, {cached}, {pinned}
                   HAVING (NOT :pending OR count(u.url) < LEN(:hosts))
                    ORDER BY f.name, f.hash LIMIT :page""",
-    "counts": """SELECT count(*), count(*) FILTER (WHERE {cached}), count(*) FILTER (WHERE {pinned}),
-                        count(*) FILTER (WHERE (SELECT count(*) FROM uploads u
-                                                 WHERE u.hash = f.hash AND u.url IS NOT NULL
-                                                   AND u.host IN LIST(:hosts)) < LEN(:hosts))
-                   FROM {files}""",
+    "counts": """SELECT g.files, coalesce(n.cached_files, 0), coalesce(n.pinned_files, 0),
+                        (SELECT coalesce(sum(k.files), 0) FROM holdings k
+                          WHERE (SELECT count(*) FROM {members} WHERE m.value IN LIST(:hosts)) < LEN(:hosts))
+                   FROM {shared} g LEFT JOIN {state} n ON n.{mine} WHERE g.id = 0""",
     "records_of": _RECORDS.format("files", "WHERE f.hash IN LIST(:hashes)"),
     "shares_of": _SHARES.format("hash IN LIST(:hashes)"),
     "records_page": _RECORDS.format("(SELECT * FROM files WHERE hash > :after ORDER BY hash LIMIT :page)",
                                     ""),
     "shares_page": _SHARES.format("hash > :after AND hash <= :last"),
-    "count": "SELECT count(*) FROM files",
+    "count": "SELECT files FROM {shared} WHERE id = 0",
     "recent": "SELECT hash FROM files ORDER BY datetime DESC, hash DESC LIMIT :limit",
     "host_health": """SELECT name, failures, last_ok, last_error, last_error_time FROM hosts
                        WHERE name IN LIST(:names)""",
-    "held_per_host": "SELECT host, count(*) FROM uploads WHERE url IS NOT NULL GROUP BY host",
+    "held_per_host": "SELECT m.value, sum(k.files) FROM holdings k, {members} GROUP BY m.value",
     "transfers": "SELECT month, host, sent, fetched FROM transfers ORDER BY month, host",
     "copies_older_than": """SELECT u.hash, u.url, f.copies FROM uploads u JOIN files f ON f.hash = u.hash
                              WHERE u.host = :host AND u.url IS NOT NULL AND u.time < :before
@@ -168,6 +176,16 @@ COMMON: dict[str, str] = {
                    ORDER BY l.hash""",
     "count_changed": """SELECT count(*) FILTER (WHERE added), count(*) FILTER (WHERE NOT added)
                           FROM load_changed""",
+    # the holdings of the changed files, out before their holders are set again, back in after
+    "unhold": """UPDATE holdings SET files = holdings.files - c.n
+                   FROM (SELECT f.holders, count(*) AS n FROM load_changed l JOIN files f ON f.hash = l.hash
+                          WHERE NOT l.added GROUP BY f.holders) AS c
+                  WHERE holdings.holders = c.holders""",
+    "hold": """INSERT INTO holdings (holders, files)
+               SELECT f.holders, count(*) FROM load_changed l JOIN files f ON f.hash = l.hash
+                WHERE true GROUP BY f.holders
+               ON CONFLICT (holders) DO UPDATE SET files = holdings.files + excluded.files""",
+    "unheld": "DELETE FROM holdings WHERE files = 0",
     "merge_files": """INSERT INTO files (hash, name, size, datetime, spread_k, spread_n)
                       SELECT hash, name, size, datetime, spread_k, spread_n FROM load_files
                        WHERE true ORDER BY hash
@@ -193,10 +211,20 @@ COMMON: dict[str, str] = {
                                      + CASE WHEN files.spread_k IS NOT NULL
                                              AND (SELECT count(s.url) FROM shares s WHERE s.hash = files.hash)
                                                  >= files.spread_k THEN 1 ELSE 0 END,
+                              holders = {holders},
                               seq = :base + c.n
                          FROM (SELECT hash, row_number() OVER (ORDER BY hash) AS n FROM load_changed) AS c
                         WHERE files.hash = c.hash""",
+    # -- the running counts set from the rows (the migration that brought them; see _fill_counts)
+    "fill_holders": "UPDATE files SET holders = {holders}",
+    "clear_holdings": "DELETE FROM holdings",
+    "fill_holdings": """INSERT INTO holdings (holders, files)
+                        SELECT holders, count(*) FROM files GROUP BY holders""",
+    "fill_files": "UPDATE {shared} SET files = (SELECT count(*) FROM files) WHERE id = 0",
 }
+
+#: The statements of _fill_counts, in order ("fill_pinned" is the dialect's: every node's pins).
+_FILL = ("fill_holders", "clear_holdings", "fill_holdings", "fill_files", "fill_pinned")
 
 
 def dialect(statements: dict[str, str], view: dict[str, str], list_in: str, length: str,
@@ -279,6 +307,15 @@ class SQLCatalog(CatalogBase):
 
     def _admit_new(self, tx: Any, record: FileRecord) -> None:
         """Before a file unknown to the catalog is cached by ``admit``: nothing by default."""
+
+    def _fill_counts(self, tx: Any) -> None:
+        """Set the running counts (files, every node's pins, the holders of each file and
+        the holdings of each set of hosts) from the rows, the per-row triggers standing
+        aside: the one scan of the migration that brought them (its "@counts" step)."""
+        self._run(tx, "bulk", on=True)
+        for key in _FILL:
+            self._run(tx, key)
+        self._run(tx, "bulk", on=False)
 
     # -- connections: one per thread, every one closed by close() --------------------
 
@@ -392,11 +429,13 @@ class SQLCatalog(CatalogBase):
             yield from group_records(rows, shares)
 
     def usage(self) -> tuple[int, int]:
-        return self._totals()
+        used, cached, _ = self._totals()
+        return used, cached
 
-    def _totals(self, tx: Any = None) -> tuple[int, int]:
+    def _totals(self, tx: Any = None) -> tuple[int, int, int]:
+        """This node's running totals: cached bytes, cached files, pinned files."""
         row = self._one("totals", tx)
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
     def cached_sizes(self) -> dict[str, int]:
         return {str(r[0]): int(r[1]) for r in self._rows("cached_sizes")}
@@ -473,7 +512,7 @@ class SQLCatalog(CatalogBase):
 
     def shrink_to(self, capacity: int) -> list[str]:
         def body(tx: Any) -> list[str]:
-            used, _ = self._totals(tx)
+            used, _, _ = self._totals(tx)
             if used <= capacity:
                 return []
             victims = self._victims(tx, used - capacity)
@@ -510,11 +549,11 @@ class SQLCatalog(CatalogBase):
     def recount(self, fix: bool = True) -> bool:
         def body(tx: Any) -> bool:
             row = self._one("actual_totals", tx)
-            actual = (int(row[0]), int(row[1]))
+            actual = (int(row[0]), int(row[1]), int(row[2]))
             if actual == self._totals(tx):
                 return False
             if fix:
-                self._run(tx, "set_totals", bytes=actual[0], files=actual[1])
+                self._run(tx, "set_totals", bytes=actual[0], files=actual[1], pinned=actual[2])
             return True
 
         return self._write(body, node=True)
@@ -635,6 +674,8 @@ class SQLCatalog(CatalogBase):
             counted = self._one("count_changed", tx)
             added, changed = int(counted[0]), int(counted[1])
             self._run(tx, "bulk", on=True)  # the per-row triggers stand aside
+            if changed:
+                self._run(tx, "unhold")
             self._run(tx, "merge_files")
             now = int(time.time())
             self._run(tx, "merge_uploads", now=now)
@@ -642,7 +683,10 @@ class SQLCatalog(CatalogBase):
                 self._run(tx, "merge_shares", now=now)
             base = int(self._one("sequence", tx)[0])
             self._run(tx, "merge_copies", base=base)
-            self._run(tx, "advance", by=added + changed)
+            self._run(tx, "hold")
+            if changed:
+                self._run(tx, "unheld")
+            self._run(tx, "advance", by=added + changed, added=added)
             self._run(tx, "bulk", on=False)
             return MergeResult(added, changed, clashes, base, base + added + changed)
 
@@ -687,6 +731,24 @@ class SQLCatalog(CatalogBase):
             params.update(name=rows[-1][1], hash=rows[-1][0])
 
     def counts(self, hosts: Sequence[str]) -> dict[str, int]:
+        """See CatalogBase.counts.  One statement over running counts that the schema's
+        triggers keep in the transaction changing the rows (a bulk merge keeps them
+        itself): ``files`` (shared), ``cached`` and ``pinned`` (this node's totals), and
+        ``pending`` from ``holdings``, the count of files of each set of hosts holding
+        whole copies (each file's set is its ``holders``).
+
+        ``pending`` sums the holdings whose set has fewer than ``len(hosts)`` of
+        ``hosts``: exact for any ``hosts``, copies on hosts outside them (inactive
+        hosts, hosts gone from the configuration, another node's) included.  Its cost
+        is O(S x len(hosts)), S the number of sets in use: at most min(files, 2 ** hosts
+        ever recorded), in practice a handful (every host, all but one that failed...);
+        neither the number of files nor that of pending files.  The price: each file
+        keeps its set, and a change of the hosts holding a file moves it from one
+        holdings row to another.  (``files.copies`` under an index would not do: it
+        counts hosts outside ``hosts`` and a copy for K shares, so ``copies <
+        len(hosts)`` finds only part of the pending files, and an index range costs
+        the pending files, which are every file once a host is added.)
+        """
         row = self._one("counts", hosts=self._list(hosts))
         return dict(zip(("files", "cached", "pinned", "pending"), (int(v) for v in row), strict=True))
 

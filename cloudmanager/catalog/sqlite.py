@@ -31,7 +31,7 @@ from .sql import SQLCatalog, dialect, lru
 T = TypeVar("T")
 
 #: The schema version this code reads and writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Connection settings, in one place: how long a writer waits for another
 #: before failing, and the pragmas every connection runs.
@@ -44,7 +44,9 @@ PRAGMAS = (
 )
 
 #: Steps from each older version to the next.  "@schema" applies schema.sql, whose
-#: statements are all idempotent: it adds the indexes and triggers a step needs.
+#: statements are all idempotent: it adds the tables, indexes and triggers a step needs
+#: ("CREATE ... IF NOT EXISTS" keeps an older trigger: a step that changes one drops it
+#: first).  "@counts" sets the running counts from the rows (SQLCatalog._fill_counts).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 1 -> 2: the change sequence, for catalog sync between nodes.
     1: (
@@ -71,6 +73,18 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 4 -> 5: the cache folder the catalog keeps the state of (a second one is refused).
     4: ("ALTER TABLE state ADD COLUMN cache TEXT",),
+    # 5 -> 6: running counts of files, pinned files and of the files each set of hosts
+    # holds, so that counts() reads no file.
+    5: (
+        "ALTER TABLE files ADD COLUMN holders TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE state ADD COLUMN files INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE state ADD COLUMN pinned_files INTEGER NOT NULL DEFAULT 0",
+        *(f"DROP TRIGGER IF EXISTS {name}" for name in (
+            "files_usage_insert", "files_usage_update", "files_usage_delete",
+            "uploads_insert", "uploads_update", "uploads_delete")),
+        "@schema",
+        "@counts",
+    ),
 }
 
 
@@ -121,8 +135,16 @@ _SQL = dialect({
                           ON CONFLICT (url) DO UPDATE SET pulled = coalesce(:pulled, pulled),
                                                           pushed = coalesce(:pushed, pushed)""",
     "bulk": "UPDATE state SET bulk = :on WHERE id = 0",
+    "fill_pinned": """UPDATE state SET pinned_files = (SELECT count(*) FROM files WHERE pinned = 1)
+                       WHERE id = 0""",
 }, view={"files": "files f", "cached": "f.cached", "pinned": "f.pinned",
-         "cached_rows": "files WHERE cached = 1", "state": "state", "mine": "id = 0", "shared": "state"},
+         "cached_rows": "files WHERE cached = 1", "node_rows": "files WHERE cached = 1 OR pinned = 1",
+         "state": "state", "mine": "id = 0", "shared": "state",
+         # the schema's triggers set holders the same way
+         "holders": """(SELECT json_group_array(host) FROM (
+                            SELECT host FROM uploads WHERE hash = files.hash AND url IS NOT NULL
+                             ORDER BY host))""",
+         "members": "json_each(k.holders) m"},
    list_in="IN (SELECT value FROM json_each(:{}))", length="json_array_length(:{})")
 
 _LOAD = (
@@ -248,6 +270,8 @@ class SQLiteCatalog(SQLCatalog):
                 for step in _MIGRATIONS[version]:
                     if step == "@schema":
                         self._run_script(db, schema_text())
+                    elif step == "@counts":
+                        self._fill_counts(db)
                     else:
                         db.execute(step)
                 version += 1
