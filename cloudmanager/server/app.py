@@ -15,9 +15,11 @@ Routes (every one but share links needs the token, see auth.py):
     The node forgets the file and deletes its copies on its own hosts where they
     can delete (204; 404 when unknown).
 ``GET /catalog?since=N&limit=M``
-    Records changed after change number N: ``{"version", "records", "cursor", "more"}``.
+    Records changed after change number N: ``{"version", "records", "cursor", "more"}``,
+    at most M (PAGE_MAX) and payload.PAGE_MAX_BYTES of JSON (fewer records then).
 ``POST /catalog``
-    A JSON dump to merge (at most payload.MAX_DUMP_BYTES, else 413).
+    A JSON dump to merge, parsed as it arrives: at most payload.PAGE_MAX_RECORDS
+    records and payload.PAGE_MAX_BYTES bytes, else 413 and nothing merged.
 ``GET /s/<sha256>?e=EXPIRY&sig=SIGNATURE``
     A share link (links.py): the file under its recorded name, without the token.
 ``GET /``, ``POST /login``, ``POST /logout``
@@ -51,7 +53,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import links, payload
-from ..errors import CacheFull, HashMismatch, InvalidDump, Unavailable
+from ..errors import CacheFull, HashMismatch, InvalidDump, PageTooLarge, Unavailable
 from ..manager import CloudManager
 from ..names import is_sha256
 from . import auth, parsing
@@ -61,8 +63,8 @@ from .streaming import BodyTooLarge, ClientGone, feed
 
 log = logging.getLogger(__name__)
 
-#: Records per catalog page: by default, and at most.
-PAGE_DEFAULT, PAGE_MAX = 1000, 10_000
+#: Records per catalog page: by default, and at most (the cap of every page, both ways).
+PAGE_DEFAULT, PAGE_MAX = 1000, payload.PAGE_MAX_RECORDS
 #: The session cookie of the page, and how long a login lasts.
 SESSION_COOKIE, SESSION_SECONDS = "cm_session", 7 * 86_400
 
@@ -225,34 +227,28 @@ class NodeApp:
     # -- catalog ----------------------------------------------------------------------
 
     async def get_catalog(self, request: Request) -> Response:
-        """A page of the records changed after ``since``."""
+        """A page of the records changed after ``since``, within payload.PAGE_MAX_BYTES
+        (fewer than ``limit`` records when they would pass it)."""
         self._require(request)
         query = request.query_params
         since = parsing.number(query.get("since", "0"), "since")
         limit = parsing.number(query.get("limit", str(PAGE_DEFAULT)), "limit", low=1, high=PAGE_MAX)
-        records, cursor, more = await anyio.to_thread.run_sync(self.manager.changes, since, limit)
-        return JSONResponse({"version": payload.FORMAT_VERSION, "records": records, "cursor": cursor,
-                             "more": more})
+        outgoing = await anyio.to_thread.run_sync(self.manager.change_page, since, limit)
+        return Response(outgoing.page(), media_type="application/json")
 
     async def post_catalog(self, request: Request) -> Response:
-        """Merge a dump; what is invalid in it is counted, not merged."""
+        """Merge a dump, parsed as it arrives within the caps of a page (413 past them,
+        nothing merged); what is invalid in it is counted, not merged."""
         self._require(request)
-        limit = payload.MAX_DUMP_BYTES
-        too_large = error(413, f"a dump sent at once is at most {limit >> 20} MiB: send it in parts")
         length = parsing.content_length(request)
-        if length is not None and length > limit:
-            return too_large
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return too_large
+        if length is not None and length > payload.PAGE_MAX_BYTES:
+            return error(413, str(payload.too_long()))
         try:
-            text = body.decode("utf-8")
-            report = await anyio.to_thread.run_sync(self.manager.import_dump, text)
-        except UnicodeDecodeError:
-            return error(400, "a dump is UTF-8 JSON text")
-        except InvalidDump as exc:
+            parsed = await feed(request.stream(), payload.read_dump)
+            report = await anyio.to_thread.run_sync(self.manager.import_dump, parsed)
+        except PageTooLarge as exc:
+            return error(413, str(exc))
+        except (InvalidDump, ClientGone) as exc:
             return error(400, str(exc))
         return JSONResponse({"added": report.added, "changed": report.changed,
                              "rejected": len(report.rejected),
