@@ -98,7 +98,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers()
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except OSError:  # the client stopped reading (a page it refused)
+            self.close_connection = True
 
     def _headers(self) -> None:
         self.send_header("Content-Type", "application/json")
