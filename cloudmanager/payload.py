@@ -27,9 +27,11 @@ that fits the same caps.
 
 from __future__ import annotations
 
+import decimal
 import gc
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -330,6 +332,11 @@ class _Collector:
 
 #: Where a page is read from: a binary file-like object, or its chunks of bytes.
 Source = BinaryIO | Iterable[bytes]
+#: The most digits in a row a page may hold (a valid record's longest number has 19):
+#: Python's own limit for a number written in digits (``int``, json.loads), at most 4300.
+_MAX_DIGITS = min(4300, getattr(sys, "get_int_max_str_digits", lambda: 4300)() or 4300)
+_LEADING_DIGITS = re.compile(rb"[0-9]*")
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (_MAX_DIGITS + 1))
 _Event = tuple[str, Any]
 _STARTS = frozenset({"start_map", "start_array"})
 _ENDS = frozenset({"end_map", "end_array"})
@@ -350,7 +357,7 @@ def too_many(limit: int) -> PageTooLarge:
 
 class _Capped:
     """A binary reader over a source (a file-like, or chunks) that raises PageTooLarge
-    past ``limit`` bytes."""
+    past ``limit`` bytes, and InvalidDump at a run of more than _MAX_DIGITS digits."""
 
     def __init__(self, source: Source, limit: int):
         self._file = source if hasattr(source, "read") else None
@@ -358,14 +365,31 @@ class _Capped:
         self._pending = b""
         self._limit = limit
         self._size = 0
+        self._digits = 0  # the digits in a row at the end of what was read so far
 
     def read(self, size: int = -1) -> bytes:
         """At most ``size`` bytes (b"" at the end)."""
-        data = self._file.read(size) if self._file is not None else self._next(size)
+        data = bytes(self._file.read(size) if self._file is not None else self._next(size))
         self._size += len(data)
         if self._size > self._limit:
             raise too_long(self._limit)
-        return bytes(data)
+        self._count_digits(data)
+        return data
+
+    def _count_digits(self, data: bytes) -> None:
+        """Refuse a run of digits longer than _MAX_DIGITS, across reads too: ijson turns
+        a longer number into an int past Python's limit and fails inside its C code."""
+        leading = _LEADING_DIGITS.match(data)
+        assert leading is not None
+        longest = self._digits + leading.end()
+        if leading.end() == len(data):
+            self._digits = longest
+        else:
+            if _LONG_DIGITS.search(data) is not None:
+                longest = _MAX_DIGITS + 1
+            self._digits = len(data) - len(data.rstrip(b"0123456789"))
+        if max(longest, self._digits) > _MAX_DIGITS:
+            raise InvalidDump(f"more than {_MAX_DIGITS} digits in a row (no number is that long)")
 
     def _next(self, size: int) -> bytes:
         assert self._chunks is not None
@@ -389,10 +413,18 @@ def _events(source: Source, max_bytes: int | None) -> Iterator[Iterator[_Event]]
     try:
         yield iter(ijson.basic_parse(reader))
     except ijson.JSONError as exc:
-        said = exc.args[0] if exc.args else exc
-        text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
-        raise InvalidDump(f"not JSON: {text.strip().splitlines()[0] if text.strip() else 'cut short'}") \
-            from None
+        raise InvalidDump(f"not JSON: {_said(exc)}") from None
+    except decimal.DecimalException:  # an exponent no Decimal holds (json.loads: infinity)
+        raise InvalidDump("not JSON: a number out of range") from None
+
+
+def _said(exc: Exception) -> str:
+    """The first line of a JSON error of ijson (its message may be bytes, and goes on
+    with the text around the error)."""
+    said = exc.args[0] if exc.args else ""
+    text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else "cut short"
 
 
 def _first(events: Iterator[_Event]) -> _Event:
@@ -442,39 +474,40 @@ def _build(events: Iterator[_Event], event: str, value: Any, budget: int) -> tup
         value = _scalar(event, value)
         return value, _weight(value)
     root: Any = {} if event == "start_map" else []
-    stack: list[Any] = [root]
-    keys: list[str | None] = [None]
+    top, key = root, None  # the container being filled, and its pending key (None: a list)
+    parents: list[tuple[Any, str | None]] = []
     count, weight = 1, 2
     for event, value in events:
         if event == "map_key":
-            keys[-1] = value
+            key = value
             weight += len(value) + 4
             continue
         if event in _ENDS:
-            stack.pop()
-            keys.pop()
-            if not stack:
+            if not parents:
                 return root, weight
+            top, key = parents.pop()
             continue
         count += 1
         opens = event in _STARTS
         if count > budget:
-            _skip(events, len(stack) + opens)
+            _skip(events, len(parents) + 1 + opens)
             raise _Swollen
-        if opens:
-            item: Any = {} if event == "start_map" else []
+        if event == "string":
+            item = value
+            weight += len(value) + 2
+        elif opens:
+            item = {} if event == "start_map" else []
             weight += 2
         else:
             item = _scalar(event, value)
-            weight += _weight(item)
-        key = keys[-1]
+            weight += 8
         if key is None:
-            stack[-1].append(item)
+            top.append(item)
         else:
-            stack[-1][key] = item
+            top[key] = item
         if opens:
-            stack.append(item)
-            keys.append(None)
+            parents.append((top, key))
+            top, key = item, None
     raise InvalidDump("not JSON: cut short")  # pragma: no cover (ijson raises first)
 
 
