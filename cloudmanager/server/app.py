@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 #: Records per catalog page: by default, and at most (the cap of every page, both ways).
 PAGE_DEFAULT, PAGE_MAX = 1000, payload.PAGE_MAX_RECORDS
+#: The headers of an answer sent before the end of the body: the connection closes
+#: (else the server would read the rest of the body, only to drop it).
+_UNREAD = {"Connection": "close"}
 #: The session cookie of the page, and how long a login lasts.
 SESSION_COOKIE, SESSION_SECONDS = "cm_session", 7 * 86_400
 
@@ -242,12 +245,12 @@ class NodeApp:
         self._require(request)
         length = parsing.content_length(request)
         if length is not None and length > payload.PAGE_MAX_BYTES:
-            return error(413, str(payload.too_long()))
+            return error(413, str(payload.too_long()), _UNREAD)
         try:
             parsed = await feed(request.stream(), payload.read_dump)
             report = await anyio.to_thread.run_sync(self.manager.import_dump, parsed)
         except PageTooLarge as exc:
-            return error(413, str(exc))
+            return error(413, str(exc), _UNREAD)
         except (InvalidDump, ClientGone) as exc:
             return error(400, str(exc))
         return JSONResponse({"added": report.added, "changed": report.changed,
