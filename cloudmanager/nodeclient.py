@@ -47,6 +47,8 @@ _SCHEMES = {"cm": "http", "http": "http", "cms": "https", "https": "https"}
 _DETAIL = 300
 #: The longest answer to a push read (a report of a few numbers).
 _ANSWER_BYTES = 64 * 1024
+#: Catalog calls take answers as they are: a compressed one could inflate past any cap.
+_IDENTITY = {"Accept-Encoding": "identity"}
 
 
 class _Status(HttpStatus):
@@ -267,12 +269,21 @@ class NodeClient:
 
     # -- catalog ----------------------------------------------------------------------
 
+    def _raw(self, response: httpx.Response, method: str) -> Iterator[bytes]:
+        """The body of a (streamed) answer to a catalog call as it comes, which must not be
+        compressed (it was not asked for, and could inflate past any cap)."""
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise HostError(self.name, f"the node's answer to {method} /catalog came "
+                                       f"{encoding[:40]}-encoded, which was not asked for")
+        return response.iter_raw(CHUNK)
+
     def _answer(self, response: httpx.Response, method: str) -> dict[str, Any]:
         """The JSON object of a (streamed) answer to a catalog call, read within _ANSWER_BYTES."""
         if response.status_code != 200:
             raise _Status(response, method)
         body = b""
-        for block in response.iter_bytes(CHUNK):
+        for block in self._raw(response, method):
             body += block
             if len(body) > _ANSWER_BYTES:
                 raise HostError(self.name, f"the node's answer to {method} /catalog is longer than "
@@ -296,18 +307,15 @@ class NodeClient:
 
         def attempt() -> tuple[payload.Parsed, int, bool]:
             with self._http.stream("GET", "/catalog", params={"since": since, "limit": limit},
-                                   headers={"Accept-Encoding": "identity"}) as response:
+                                   headers=_IDENTITY) as response:
                 if response.status_code != 200:
                     raise _Status(response, "GET")
-                encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-                if encoding != "identity":
-                    raise HostError(self.name, f"the node's catalog page came {encoding[:40]}-encoded, "
-                                               "which was not asked for")
+                body = self._raw(response, "GET")
                 try:
                     length = response.headers.get("Content-Length")
                     if length is not None and length.isdigit() and int(length) > payload.PAGE_MAX_BYTES:
                         raise payload.too_long()
-                    page = payload.read_page(response.iter_raw(CHUNK), max_records=limit)
+                    page = payload.read_page(body, max_records=limit)
                 except PageTooLarge as exc:
                     raise HostError(self.name, f"refused the node's catalog page: {exc}") from None
                 except InvalidDump as exc:
@@ -327,7 +335,7 @@ class NodeClient:
 
         def attempt() -> dict[str, Any]:
             with self._http.stream("POST", "/catalog", content=dump,
-                                   headers={"Content-Type": "application/json"}) as response:
+                                   headers={"Content-Type": "application/json", **_IDENTITY}) as response:
                 if response.status_code in (400, 413):
                     raise HostError(self.name, f"the node refused the dump (HTTP {response.status_code}): "
                                                f"{_detail(response)}")
