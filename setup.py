@@ -43,6 +43,7 @@ setup(
         "tomlkit>=0.12",  # cm relocate rewrites the configuration, comments kept
         "cryptography>=42",  # client-side encryption: ChaCha20-Poly1305, HKDF (crypto.py)
         "zfec>=1.5",  # erasure coding of spread files, as Tahoe-LAFS does it (erasure.py)
+        "ijson>=3.2",  # catalog pages parsed as they arrive, within a bound (payload.py)
         'tomli>=2; python_version < "3.11"',
     ],
     extras_require=dict(EXTRAS, all=sorted({dep for deps in EXTRAS.values() for dep in deps}), develop=[

@@ -20,13 +20,24 @@ from pathlib import Path
 from harness import host_url, open_node
 
 
-def rss_kib() -> int:
-    """The resident set size of this process now, in KiB."""
-    with open("/proc/self/status", encoding="ascii") as status:
+def rss_kib(pid: int | str = "self", field: str = "VmRSS") -> int:
+    """The resident set size of a process (this one by default) now, in KiB; with
+    ``field="VmHWM"``, the largest it has been (Linux)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def reset_peak(pid: int) -> bool:
+    """Make the process's peak RSS (VmHWM) its RSS now; False when Linux refuses."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def peak_kib() -> int:

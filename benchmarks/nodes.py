@@ -9,6 +9,11 @@
 ``node-sync``
     A catalog of 100,000 records pulled from one node by another over HTTP
     (paged, validated, merged), and the repeated pull, which must move nothing.
+``catalog-post-rss``
+    The peak RSS of ``cm serve`` above its rest while 4 clients POST 200 MiB
+    catalog bodies (chunked, valid-looking records) at once: each is refused
+    (413) at the caps of a page, within a bound whatever the body; then one
+    body of the valid records that take the most memory per byte.
 
 The servers are the tests' own (``tests/servers/node.py`` and
 ``tests/servers/webdav.py``), started and stopped by each figure.
@@ -18,10 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import httpx
 import network  # puts the repository root on sys.path, for tests.servers
 from figures import Bench, _expect
 from harness import (
@@ -36,8 +46,9 @@ from harness import (
     seconds,
     write_random_file,
 )
+from memprobe import reset_peak, rss_kib
 
-from cloudmanager import CloudManager, peersync
+from cloudmanager import CloudManager, payload, peersync
 from cloudmanager.hosts import Host, make_host
 from cloudmanager.hosts.webdav import WebdavHost
 from cloudmanager.nodeclient import NodeClient
@@ -163,9 +174,86 @@ def node_sync_figure(bench: Bench) -> list[Row]:
     ]
 
 
+#: Clients POSTing at once, the size of each body, and the targets above rest (all of
+#: them; one body of the densest shape).
+POSTERS, POST_MIB, POST_RSS_LIMIT_MIB, ONE_POST_LIMIT_MIB = 4, 200, 128, 64
+Shape = Callable[[int], dict[str, Any]]
+
+
+def _common(number: int) -> dict[str, Any]:
+    """A valid-looking record of about 1.2 KB (four hosts): 8 MiB of them is about 7,000
+    records, so the byte cap is reached before the count cap."""
+    uploads = [{"host_name": f"host{j}", "url": f"https://host{j}.example/{number:064x}/" + "p" * 150}
+               for j in range(4)]
+    return {"version": "0.2", "datetime": "1391212800", "filename": f"file-{number}.txt", "filesize": "4096",
+            "filehash": f"{number:064x}", "uploads": uploads}
+
+
+def _dense(number: int) -> dict[str, Any]:
+    """The valid record that takes the most memory per byte of JSON: every upload it may
+    have, each on a host of its own with a one-letter URL."""
+    return {"version": "0.2", "datetime": "1", "filename": "f", "filesize": "1", "filehash": f"{number:064x}",
+            "uploads": [{"host_name": f"{number}-{j}", "url": "u"} for j in range(payload._MAX_UPLOADS)]}
+
+
+def _catalog_body(shape: Shape, total: int, first: int) -> Iterator[bytes]:
+    """About ``total`` bytes of a dump of ``shape`` records numbered from ``first``, 64 a chunk."""
+    yield b"["
+    sent, number = 1, first
+    while sent < total:
+        chunk = b",".join(json.dumps(shape(number + j)).encode() for j in range(64))
+        chunk = chunk if number == first else b"," + chunk
+        number += 64
+        sent += len(chunk)
+        yield chunk
+    yield b"]"
+
+
+def _post(server: NodeServer, body: Iterator[bytes]) -> int:
+    with httpx.Client(base_url=server.base_url, timeout=300,
+                      headers={"Authorization": f"Bearer {server.token}"}) as http:
+        return http.post("/catalog", content=body, headers={"Content-Type": "application/json"}).status_code
+
+
+def _post_rss(bench: Bench, figure: str, shape: Shape, posters: int, limit_mib: float) -> Row:
+    """Peak RSS of a fresh cm serve above its rest while ``posters`` clients POST 200 MiB
+    bodies of ``shape`` records at once; each must be refused, nothing merged."""
+    with fresh_dir(bench.root, "catalog-post") as scratch, \
+            running_node(scratch / "served", capacity=1 << 30) as server:
+        warm = [_common(n) for n in range(10)]
+        auth = {"Authorization": f"Bearer {server.token}"}
+        with httpx.Client(base_url=server.base_url, headers=auth) as http:
+            _expect(http.post("/catalog", json=warm).status_code, 200, "the warm-up POST")
+            _expect(http.get("/catalog").status_code, 200, "the warm-up GET")
+        pid = server.process.pid
+        rest = rss_kib(pid)
+        if not reset_peak(pid):
+            note("  cannot reset the server's peak RSS: the figure is an upper bound")
+        bodies = [_catalog_body(shape, POST_MIB * MIB, (n + 1) << 32) for n in range(posters)]
+        with Stopwatch() as clock, ThreadPoolExecutor(posters) as pool:
+            statuses = list(pool.map(partial(_post, server), bodies))
+        peak = rss_kib(pid, "VmHWM")
+        _expect(statuses, [413] * posters, "every body past the caps refused")
+        with CloudManager(server.root / "catalog.sqlite3", server.root / "cache", 1 << 30, hosts=[]) as node:
+            _expect(node.catalog.count(), len(warm), "nothing of the refused bodies merged")
+    above = (peak - rest) / 1024
+    return Row(figure, f"+{above:.1f} MiB", f"rest {rest / 1024:.1f} MiB, {clock.elapsed:.1f} s", above,
+               Target.below(limit_mib, "MiB"))
+
+
+def catalog_post_rss_figure(bench: Bench) -> list[Row]:
+    """Peak RSS of cm serve above rest while 4 clients POST 200 MiB catalog bodies at once
+    (valid-looking records), and while one POSTs 200 MiB of the densest valid records."""
+    return [_post_rss(bench, f"peak RSS of cm serve, {POSTERS} x POST /catalog of {POST_MIB} MiB at once",
+                      _common, POSTERS, POST_RSS_LIMIT_MIB),
+            _post_rss(bench, f"  1 x POST of {POST_MIB} MiB of the densest valid records", _dense, 1,
+                      ONE_POST_LIMIT_MIB)]
+
+
 FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "node-many": node_many_figure,
     "node-big": node_big_figure,
     "node-sync": node_sync_figure,
+    "catalog-post-rss": catalog_post_rss_figure,
 }
 _ = network  # imported for its side effect (sys.path)

@@ -8,7 +8,15 @@
 See ``help(cloudmanager.CloudManager)``.
 """
 
-from .errors import CloudManagerError, HostError, InvalidDump, InvalidHash, ObjectMissing, Unavailable
+from .errors import (
+    CloudManagerError,
+    HostError,
+    InvalidDump,
+    InvalidHash,
+    ObjectMissing,
+    PageTooLarge,
+    Unavailable,
+)
 from .manager import CloudManager, RepairReport
 
 __version__ = "0.3.0"
@@ -20,6 +28,7 @@ __all__ = [
     "InvalidDump",
     "InvalidHash",
     "ObjectMissing",
+    "PageTooLarge",
     "RepairReport",
     "Unavailable",
     "__version__",

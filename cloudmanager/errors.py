@@ -14,6 +14,9 @@ class InvalidDump(CloudManagerError, ValueError):
     as a whole is bad) and ``field`` the name of the offending field.
     """
 
+    #: What the message starts with.
+    what = "invalid dump"
+
     def __init__(self, message: str, record: int | None = None, field: str | None = None):
         where = []
         if record is not None:
@@ -21,10 +24,18 @@ class InvalidDump(CloudManagerError, ValueError):
         if field is not None:
             where.append(f"field {field!r}")
         prefix = f"{', '.join(where)}: " if where else ""
-        super().__init__(f"invalid dump: {prefix}{message}")
+        super().__init__(f"{self.what}: {prefix}{message}")
         self.record = record
         self.field = field
         self.reason = message
+
+
+class PageTooLarge(InvalidDump):
+    """A dump or catalog page past one of the caps of a page (payload.PAGE_MAX_RECORDS
+    records, payload.PAGE_MAX_BYTES bytes): refused whole, nothing of it merged.
+    The message names the cap."""
+
+    what = "page too large"
 
 
 class InvalidHash(CloudManagerError, ValueError):

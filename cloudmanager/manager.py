@@ -58,6 +58,14 @@ from .views import FileState, HostReport, HostState, NodeView
 log = logging.getLogger(__name__)
 
 
+def _check_paging(since: int, limit: int) -> None:
+    """ValueError unless ``since`` is a change number and ``limit`` a count of records."""
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        raise ValueError(f"since must be a change number >= 0, not {since!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be >= 1, not {limit!r}")
+
+
 @dataclass
 class LoadReport:
     """What a lenient import of a dump did: files added, files changed, records rejected."""
@@ -862,22 +870,49 @@ class CloudManager:
     def changes(self, since: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int, bool]:
         """Records changed after the change sequence number ``since``, in format "0.2":
         at most ``limit``, the cursor to ask from next, and whether more remain."""
-        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-            raise ValueError(f"since must be a change number >= 0, not {since!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be >= 1, not {limit!r}")
+        _check_paging(since, limit)
         records, cursor, more = self.catalog.changes(since, limit)
         return [payload.to_dict(r) for r in records], cursor, more
 
-    def import_dump(self, dump: str | bytes | list[Any]) -> LoadReport:
+    def change_page(self, since: int, limit: int = 1000) -> payload.Outgoing:
+        """What :meth:`changes` gives, as one page within payload.PAGE_MAX_BYTES (what
+        ``GET /catalog`` serves, and a push sends): fewer than ``limit`` records
+        when ``limit`` of them would pass it, the cursor after the last one sent.
+
+        A record that no page can hold (its JSON alone passes the cap: only a
+        record grown by merges past what validation accepts can) is left out,
+        logged and named in ``skipped``, and the cursor goes past it, so that a
+        sync never sticks on it.
+        """
+        _check_paging(since, limit)
+        skipped: list[str] = []
+        while True:
+            records, cursor, more = self.catalog.changes(since, limit)
+            texts = [payload.record_text(r) for r in records]
+            fit = payload.fitting(texts)
+            if fit == len(texts):
+                return payload.Outgoing(texts, cursor, more, skipped)
+            if fit:
+                limit = fit  # the same first records, and the cursor right after them
+                continue
+            log.warning("record %s is %d bytes as JSON, more than a catalog page holds: not sent",
+                        records[0].hash, len(texts[0]))
+            skipped.append(records[0].hash)
+            _, since, _ = self.catalog.changes(since, 1)  # the cursor right after it
+
+    def import_dump(self, dump: str | bytes | list[Any] | payload.Parsed) -> LoadReport:
         """Merge what is valid in a dump, and report the rest instead of refusing it all.
 
-        ``dump`` is JSON text, or a list of records already decoded from JSON
-        (validated all the same).  A record with a locator, for a host of this
-        node, that cannot be its own is rejected whole (see locators.py).  Raises
-        InvalidDump only when the document is not a dump at all.
+        ``dump`` is JSON text, a list of records already decoded from JSON
+        (validated all the same), or a dump already validated as it was read
+        (payload.read_dump, payload.read_page).  A record with a locator, for a
+        host of this node, that cannot be its own is rejected whole (see
+        locators.py).  Raises InvalidDump only when the document is not a dump at all.
         """
-        parsed = payload.validate(dump) if isinstance(dump, list) else payload.parse(dump)
+        if isinstance(dump, payload.Parsed):
+            parsed = dump
+        else:
+            parsed = payload.validate(dump) if isinstance(dump, list) else payload.parse(dump)
         parsed = locators.screen(parsed, self.host, self.key, self.catalog.exists)
         result = self.catalog.merge(parsed.records, skip_clashes=True)
         rejected = list(parsed.rejected)

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import HostError, ObjectMissing
+from . import payload
+from .errors import HostError, InvalidDump, ObjectMissing, PageTooLarge
 from .httpstatus import HttpStatus
 from .names import is_sha256
 from .retry import RetryPolicy
@@ -44,6 +45,10 @@ _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _SCHEMES = {"cm": "http", "http": "http", "cms": "https", "https": "https"}
 #: The longest part of an error answer quoted in a message.
 _DETAIL = 300
+#: The longest answer to a push read (a report of a few numbers).
+_ANSWER_BYTES = 64 * 1024
+#: Catalog calls take answers as they are: a compressed one could inflate past any cap.
+_IDENTITY = {"Accept-Encoding": "identity"}
 
 
 class _Status(HttpStatus):
@@ -264,45 +269,77 @@ class NodeClient:
 
     # -- catalog ----------------------------------------------------------------------
 
-    def _json(self, response: httpx.Response, method: str) -> Any:
+    def _raw(self, response: httpx.Response, method: str) -> Iterator[bytes]:
+        """The body of a (streamed) answer to a catalog call as it comes, which must not be
+        compressed (it was not asked for, and could inflate past any cap)."""
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise HostError(self.name, f"the node's answer to {method} /catalog came "
+                                       f"{encoding[:40]}-encoded, which was not asked for")
+        return response.iter_raw(CHUNK)
+
+    def _answer(self, response: httpx.Response, method: str) -> dict[str, Any]:
+        """The JSON object of a (streamed) answer to a catalog call, read within _ANSWER_BYTES."""
         if response.status_code != 200:
             raise _Status(response, method)
+        body = b""
+        for block in self._raw(response, method):
+            body += block
+            if len(body) > _ANSWER_BYTES:
+                raise HostError(self.name, f"the node's answer to {method} /catalog is longer than "
+                                           f"{_ANSWER_BYTES} bytes")
         try:
-            return response.json()
+            answer = json.loads(body)
         except ValueError:
             raise HostError(self.name, f"the node's answer to {method} /catalog is not JSON") from None
+        if not isinstance(answer, dict):
+            raise HostError(self.name, f"the node's answer to {method} /catalog is not a JSON object")
+        return answer
 
-    def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
-        """The node's records (format "0.2") changed after its change number ``since``:
-        at most ``limit`` of them, the cursor to ask from next, and whether more remain."""
+    def catalog_page(self, since: int, limit: int) -> tuple[payload.Parsed, int, bool]:
+        """The node's records changed after its change number ``since``, validated as
+        they arrive (payload.read_page): at most ``limit`` of them, the cursor to ask
+        from next, and whether more remain.
 
-        def attempt() -> tuple[list[dict[str, Any]], int, bool]:
-            answer = self._json(self._http.get("/catalog", params={"since": since, "limit": limit}), "GET")
-            records = answer.get("records") if isinstance(answer, dict) else None
-            cursor = answer.get("cursor") if isinstance(answer, dict) else None
-            more = answer.get("more") if isinstance(answer, dict) else None
-            if (not isinstance(records, list) or isinstance(cursor, bool) or not isinstance(cursor, int)
-                    or not isinstance(more, bool)):
+        A page past the caps (more than ``limit`` records, more than
+        payload.PAGE_MAX_BYTES bytes, one that never ends) is a HostError naming the
+        cap, as soon as it is passed; so is a page that is not JSON."""
+
+        def attempt() -> tuple[payload.Parsed, int, bool]:
+            with self._http.stream("GET", "/catalog", params={"since": since, "limit": limit},
+                                   headers=_IDENTITY) as response:
+                if response.status_code != 200:
+                    raise _Status(response, "GET")
+                body = self._raw(response, "GET")
+                try:
+                    length = response.headers.get("Content-Length")
+                    if length is not None and length.isdigit() and int(length) > payload.PAGE_MAX_BYTES:
+                        raise payload.too_long()
+                    page = payload.read_page(body, max_records=limit)
+                except PageTooLarge as exc:
+                    raise HostError(self.name, f"refused the node's catalog page: {exc}") from None
+                except InvalidDump as exc:
+                    raise HostError(self.name, f"the node's answer to GET /catalog is not a catalog page: "
+                                               f"{exc}") from None
+            cursor, more = page.cursor, page.more
+            if isinstance(cursor, bool) or not isinstance(cursor, int) or not isinstance(more, bool):
                 raise HostError(self.name, "the node's answer to GET /catalog is not a catalog page")
-            return records, cursor, more
+            return page.parsed, cursor, more
 
         return self._call("catalog", attempt)
 
-    def push_catalog(self, text: str) -> dict[str, Any]:
-        """Send records (a JSON dump) for the node to merge; its report of the merge
-        (``added``, ``changed``, ``rejected``, ``first_seq``, ``last_seq``)."""
-        body = text.encode("utf-8")
+    def push_catalog(self, dump: bytes) -> dict[str, Any]:
+        """Send records (a JSON dump, within the caps of a page) for the node to merge;
+        its report of the merge (``added``, ``changed``, ``rejected``, ``first_seq``,
+        ``last_seq``)."""
 
         def attempt() -> dict[str, Any]:
-            response = self._http.post("/catalog", content=body,
-                                       headers={"Content-Type": "application/json"})
-            if response.status_code in (400, 413):
-                raise HostError(self.name, f"the node refused the dump (HTTP {response.status_code}): "
-                                           f"{_detail(response)}")
-            answer = self._json(response, "POST")
-            if not isinstance(answer, dict):
-                raise HostError(self.name, "the node's answer to POST /catalog is not a JSON object")
-            return answer
+            with self._http.stream("POST", "/catalog", content=dump,
+                                   headers={"Content-Type": "application/json", **_IDENTITY}) as response:
+                if response.status_code in (400, 413):
+                    raise HostError(self.name, f"the node refused the dump (HTTP {response.status_code}): "
+                                               f"{_detail(response)}")
+                return self._answer(response, "POST")
 
         return self._call("catalog push", attempt)
 

@@ -11,19 +11,23 @@ reports the numbers it gave, (first, last]; when all of this side's changes up
 to ``first`` had already reached the peer, the ones up to ``last`` came from the
 peer and need not go back: the cursor jumps over them.
 
-A peer is hostile input too: a page's cursor must fit the catalog's 64-bit
+A peer is hostile input too: a page is read within the caps of a page (at
+most the records asked for, payload.PAGE_MAX_BYTES bytes: see
+NodeClient.catalog_page), a page's cursor must fit the catalog's 64-bit
 integers and move past ``since`` (unless the page is an empty last one), and the
 numbers of a push's answer must fit as well; otherwise the exchange stops with
-a PeerError before anything of that page or answer is merged or remembered.
+a PeerError (or the client's HostError) before anything of that page or answer
+is merged or remembered.  A push sends pages within the same caps, so a peer
+never refuses one for its size.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
+from . import payload
 from .errors import CloudManagerError
 from .numbers import MAX_INT
 
@@ -41,11 +45,13 @@ class PeerError(CloudManagerError):
 class CatalogPeer(Protocol):
     """The two calls a catalog sync makes to another node (NodeClient has them)."""
 
-    def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
-        """The peer's records changed after ``since``: (records, next cursor, more remain)."""
+    def catalog_page(self, since: int, limit: int) -> tuple[payload.Parsed, int, bool]:
+        """The peer's records changed after ``since``, at most ``limit``, validated
+        (payload.read_page): (records, next cursor, more remain)."""
 
-    def push_catalog(self, text: str) -> dict[str, Any]:
-        """Send records (a JSON dump) to merge; the peer's report of the merge."""
+    def push_catalog(self, dump: bytes) -> dict[str, Any]:
+        """Send records (a JSON dump, within the caps of a page) to merge; the peer's
+        report of the merge."""
 
 
 @dataclass
@@ -57,7 +63,7 @@ class Exchange:
     records: int = 0  # records moved over the wire
     added: int = 0  # files new to the receiving catalog
     changed: int = 0  # files the receiving catalog learned something about
-    rejected: int = 0  # records the receiving side refused
+    rejected: int = 0  # records the receiving side refused (or no page could carry)
     cursor: int = 0  # the cursor remembered for next time
 
 
@@ -99,10 +105,10 @@ def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
     since, pushed = manager.peer_cursors(key)
     exchange = Exchange(key, "pull", cursor=since)
     while True:
-        records, cursor, more = peer.catalog_page(since, page)
-        _check_cursor(since, cursor, bool(records), more)
-        report = manager.import_dump(records)
-        exchange.records += len(records)
+        parsed, cursor, more = peer.catalog_page(since, page)
+        _check_cursor(since, cursor, bool(parsed.count), more)
+        report = manager.import_dump(parsed)
+        exchange.records += parsed.count
         exchange.added += report.added
         exchange.changed += report.changed
         exchange.rejected += len(report.rejected)
@@ -111,8 +117,8 @@ def pull(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
         manager.set_peer_cursor(key, pulled=cursor, pushed=pushed)
         exchange.cursor = since = cursor
         if progress is not None:
-            progress(len(records))
-        if not more or not records:
+            progress(parsed.count)
+        if not more or not parsed.count:
             return exchange
 
 
@@ -122,21 +128,23 @@ def push(manager: CloudManager, peer: CatalogPeer, key: str, *, page: int = PAGE
     pulled, since = manager.peer_cursors(key)
     exchange = Exchange(key, "push", cursor=since)
     while True:
-        records, cursor, more = manager.changes(since, page)
-        if not records:
+        outgoing = manager.change_page(since, page)  # fewer records when they would pass the byte cap
+        exchange.rejected += len(outgoing.skipped)
+        if outgoing.texts:
+            answer = peer.push_catalog(outgoing.dump())
+            if not isinstance(answer, dict):
+                raise PeerError("the peer's answer to a push is not a JSON object")
+            exchange.records += len(outgoing.texts)
+            exchange.added += _number(answer, "added")
+            exchange.changed += _number(answer, "changed")
+            exchange.rejected += _number(answer, "rejected")
+            if "first_seq" in answer and pulled == _number(answer, "first_seq"):
+                pulled = _number(answer, "last_seq")  # the peer's changes from our records
+        elif not outgoing.skipped:
             return exchange
-        answer = peer.push_catalog(json.dumps(records, ensure_ascii=False))
-        if not isinstance(answer, dict):
-            raise PeerError("the peer's answer to a push is not a JSON object")
-        exchange.records += len(records)
-        exchange.added += _number(answer, "added")
-        exchange.changed += _number(answer, "changed")
-        exchange.rejected += _number(answer, "rejected")
-        if "first_seq" in answer and pulled == _number(answer, "first_seq"):
-            pulled = _number(answer, "last_seq")  # the peer's changes from our records
-        manager.set_peer_cursor(key, pulled=pulled, pushed=cursor)
-        exchange.cursor = since = cursor
+        manager.set_peer_cursor(key, pulled=pulled, pushed=outgoing.cursor)
+        exchange.cursor = since = outgoing.cursor
         if progress is not None:
-            progress(len(records))
-        if not more:
+            progress(len(outgoing.texts))
+        if not outgoing.more:
             return exchange

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cloudmanager import payload
 from cloudmanager.cache import OWNER_FILE
 from cloudmanager.cli import main
 from cloudmanager.errors import HostError, ObjectMissing
@@ -75,7 +76,7 @@ def _nothing_kept(server: NodeServer) -> None:
     left = [p for p in server.cache.rglob("*") if p.is_file() and p.name != OWNER_FILE]
     assert left == [], f"left in the cache: {left}"
     with server.client() as client:
-        assert client.catalog_page(0, 10) == ([], 0, False)
+        assert client.catalog_page(0, 10) == (payload.Parsed([], [], []), 0, False)
 
 
 # -- URLs, names, locators -------------------------------------------------------------
@@ -247,17 +248,17 @@ def test_the_catalog_in_pages(node_servers: Callable[..., NodeServer], files: Pa
             path.write_bytes(f"record {i}".encode())
             client.put(sha256_hex(path.read_bytes()), path.name, path)
         first, cursor, more = client.catalog_page(0, 2)
-        assert len(first) == 2 and more
+        assert len(first.records) == 2 and more
         rest, end, more = client.catalog_page(cursor, 2)
-        assert len(rest) >= 1 and end > cursor
-        assert {r["filename"] for r in first + rest} >= {"page-0.txt", "page-1.txt", "page-2.txt"}
+        assert len(rest.records) >= 1 and end > cursor
+        assert {r.name for r in first.records + rest.records} >= {"page-0.txt", "page-1.txt", "page-2.txt"}
         record = {"version": "0.2", "datetime": "1391212800", "filename": "from-a-peer.md",
                   "filesize": "10", "filehash": "6" * 64, "uploads": []}
-        report = client.push_catalog(json.dumps([record, {"version": "9"}]))
+        report = client.push_catalog(json.dumps([record, {"version": "9"}]).encode())
         assert (report["added"], report["changed"], report["rejected"]) == (1, 0, 1)
         assert report["last_seq"] > report["first_seq"]
         with pytest.raises(HostError, match="refused the dump"):
-            client.push_catalog("not json")
+            client.push_catalog(b"not json")
     with server.http(server.token) as http:
         for query in ("since=-1", "since=x", "limit=0", "limit=10001"):
             assert http.get(f"/catalog?{query}").status_code == 400, query

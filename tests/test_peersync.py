@@ -5,6 +5,7 @@ The same exchange over real HTTP, through ``cm serve``, is in test_node_http_syn
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cloudmanager import CloudManager
+from cloudmanager import CloudManager, payload
 from cloudmanager.peersync import PeerError, pull, push
 from tests.conftest import Factory
 
@@ -24,13 +25,15 @@ class DirectPeer:
         self.manager = manager
         self.calls = 0
 
-    def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+    def catalog_page(self, since: int, limit: int) -> tuple[payload.Parsed, int, bool]:
         self.calls += 1
-        return self.manager.changes(since, limit)
+        page = payload.read_page(io.BytesIO(self.manager.change_page(since, limit).page()), max_records=limit)
+        assert isinstance(page.cursor, int) and isinstance(page.more, bool)
+        return page.parsed, page.cursor, page.more
 
-    def push_catalog(self, text: str) -> dict[str, Any]:
+    def push_catalog(self, dump: bytes) -> dict[str, Any]:
         self.calls += 1
-        report = self.manager.import_dump(text)
+        report = self.manager.import_dump(payload.read_dump(io.BytesIO(dump)))
         return {"added": report.added, "changed": report.changed, "rejected": len(report.rejected),
                 "first_seq": report.first_seq, "last_seq": report.last_seq}
 
@@ -90,7 +93,7 @@ def test_a_pull_goes_on_from_the_last_page_merged(node: Factory, write: Callable
     upload_some(b, write, "b", 6)
 
     class Failing(DirectPeer):
-        def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+        def catalog_page(self, since: int, limit: int) -> tuple[payload.Parsed, int, bool]:
             if since > 0:
                 raise OSError("connection reset")
             return super().catalog_page(since, limit)
@@ -106,19 +109,20 @@ def test_hostile_pages_are_validated_like_a_dump(node: Factory) -> None:
     a = node(name="a")
 
     class Hostile:
-        def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
-            return [{"version": "0.2", "filehash": "'; DROP TABLE files; --", "filename": "../../x",
-                     "filesize": "1", "datetime": "1", "uploads": []}], 5, False
+        def catalog_page(self, since: int, limit: int) -> tuple[payload.Parsed, int, bool]:
+            return payload.validate([{"version": "0.2", "filehash": "'; DROP TABLE files; --",
+                                      "filename": "../../x", "filesize": "1", "datetime": "1",
+                                      "uploads": []}]), 5, False
 
-        def push_catalog(self, text: str) -> dict[str, Any]:
+        def push_catalog(self, dump: bytes) -> dict[str, Any]:
             return {"added": -3}
 
     exchange = pull(a, Hostile(), "evil")
     assert exchange.rejected == 1 and exchange.added == 0 and a.catalog.count() == 0
 
     class Backwards(Hostile):
-        def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
-            return [], since - 1, False
+        def catalog_page(self, since: int, limit: int) -> tuple[payload.Parsed, int, bool]:
+            return payload.validate([]), since - 1, False
 
     with pytest.raises(PeerError, match="went from 5"):
         pull(a, Backwards(), "evil")
@@ -129,7 +133,7 @@ def test_a_bad_answer_to_a_push_is_a_clear_error(node: Factory, write: Callable[
     upload_some(a, write, "a", 1)
 
     class Liar:
-        def push_catalog(self, text: str) -> dict[str, Any]:
+        def push_catalog(self, dump: bytes) -> dict[str, Any]:
             return {"added": -3}
 
     with pytest.raises(PeerError, match="bad 'added'"):

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from cloudmanager import CloudManager, InvalidDump, links
+from cloudmanager import CloudManager, InvalidDump, links, payload
 from cloudmanager.cli import main
 from cloudmanager.nodeclient import NodeClient
 from cloudmanager.numbers import when
@@ -199,10 +199,10 @@ def test_a_pull_stops_at_a_cursor_that_does_not_advance_or_fit(puller: CloudMana
 @pytest.mark.parametrize("cursor", [True, "7", 7.0, None, -1])
 def test_a_cursor_that_is_not_a_catalog_number_is_refused(node: Factory, cursor: object) -> None:
     class Liar:
-        def catalog_page(self, since: int, limit: int) -> tuple[list[dict[str, Any]], object, bool]:
-            return [record()], cursor, False
+        def catalog_page(self, since: int, limit: int) -> tuple[payload.Parsed, object, bool]:
+            return payload.validate([record()]), cursor, False
 
-        def push_catalog(self, text: str) -> dict[str, Any]:
+        def push_catalog(self, dump: bytes) -> dict[str, Any]:
             raise AssertionError("a pull pushes nothing")
 
     cm = node()
@@ -316,7 +316,7 @@ def test_a_push_answer_with_a_number_beyond_64_bits_is_refused(node: Factory, wr
     assert cm.upload(write("pushed.txt", b"pushed"))
 
     class Liar:
-        def push_catalog(self, text: str) -> dict[str, Any]:
+        def push_catalog(self, dump: bytes) -> dict[str, Any]:
             return {"added": 1, "changed": 0, "rejected": 0, "first_seq": 0, "last_seq": 1, key: 10**30}
 
     with pytest.raises(PeerError, match=f"bad {key!r}"):

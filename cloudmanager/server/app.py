@@ -15,9 +15,11 @@ Routes (every one but share links needs the token, see auth.py):
     The node forgets the file and deletes its copies on its own hosts where they
     can delete (204; 404 when unknown).
 ``GET /catalog?since=N&limit=M``
-    Records changed after change number N: ``{"version", "records", "cursor", "more"}``.
+    Records changed after change number N: ``{"version", "records", "cursor", "more"}``,
+    at most M (PAGE_MAX) and payload.PAGE_MAX_BYTES of JSON (fewer records then).
 ``POST /catalog``
-    A JSON dump to merge (at most payload.MAX_DUMP_BYTES, else 413).
+    A JSON dump to merge, parsed as it arrives: at most payload.PAGE_MAX_RECORDS
+    records and payload.PAGE_MAX_BYTES bytes, else 413 and nothing merged.
 ``GET /s/<sha256>?e=EXPIRY&sig=SIGNATURE``
     A share link (links.py): the file under its recorded name, without the token;
     refused when it expires later than the node's hosts keep copies.
@@ -57,7 +59,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import links, payload
-from ..errors import CacheFull, HashMismatch, InvalidDump, Unavailable
+from ..errors import CacheFull, HashMismatch, InvalidDump, PageTooLarge, Unavailable
 from ..manager import CloudManager
 from ..names import is_sha256
 from . import parsing
@@ -72,8 +74,11 @@ from .settings import Settings
 from .streaming import BodyTooLarge, ClientGone, feed
 from .throttle import Throttle
 
-#: Records per catalog page: by default, and at most.
-PAGE_DEFAULT, PAGE_MAX = 1000, 10_000
+#: Records per catalog page: by default, and at most (the cap of every page, both ways).
+PAGE_DEFAULT, PAGE_MAX = 1000, payload.PAGE_MAX_RECORDS
+#: The headers of an answer sent before the end of the body: the connection closes
+#: (else the server would read the rest of the body, only to drop it).
+_UNREAD = {"Connection": "close"}
 #: Seconds a client is asked to wait when the uploads are full.
 BUSY_RETRY = 5
 
@@ -237,16 +242,16 @@ class NodeApp:
     # -- catalog ----------------------------------------------------------------------
 
     async def get_catalog(self, request: Request) -> Response:
-        """A page of the records changed after ``since``."""
+        """A page of the records changed after ``since``, within payload.PAGE_MAX_BYTES
+        (fewer than ``limit`` records when they would pass it)."""
         self._require(request)
         query = request.query_params
         since = parsing.number(query.get("since", "0"), "since")
         limit = parsing.number(query.get("limit", str(PAGE_DEFAULT)), "limit", low=1, high=PAGE_MAX)
-        records, cursor, more = await anyio.to_thread.run_sync(self.manager.changes, since, limit)
+        outgoing = await anyio.to_thread.run_sync(self.manager.change_page, since, limit)
         self.metrics.pulls.inc()
-        self.metrics.records_sent.inc(len(records))
-        return JSONResponse({"version": payload.FORMAT_VERSION, "records": records, "cursor": cursor,
-                             "more": more})
+        self.metrics.records_sent.inc(len(outgoing.texts))
+        return Response(outgoing.page(), media_type="application/json")
 
     async def push_catalog(self, request: Request) -> Response:
         """POST /catalog: admitted when fewer than ``serve.catalog_pushes`` run (503 else)."""
@@ -264,23 +269,20 @@ class NodeApp:
         return response
 
     async def post_catalog(self, request: Request) -> Response:
-        """Merge a dump; what is invalid in it is counted, not merged."""
-        limit = payload.MAX_DUMP_BYTES
-        too_large = error(413, f"a dump sent at once is at most {limit >> 20} MiB: send it in parts")
+        """Merge a dump, parsed as it arrives within the caps of a page (413 past them,
+        nothing merged); what is invalid in it is counted, not merged (push_catalog has
+        checked the token)."""
         length = parsing.content_length(request)
-        if length is not None and length > limit:
-            return too_large
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return too_large
+        if length is not None and length > payload.PAGE_MAX_BYTES:
+            return error(413, str(payload.too_long()), _UNREAD)
         try:
-            text = body.decode("utf-8")
-            report = await anyio.to_thread.run_sync(self.manager.import_dump, text)
-        except UnicodeDecodeError:
-            return error(400, "a dump is UTF-8 JSON text")
-        except InvalidDump as exc:
+            parsed = await feed(request.stream(), payload.read_dump, threads=self._push_threads)
+            report = await anyio.to_thread.run_sync(self.manager.import_dump, parsed,
+                                                    limiter=self._push_threads)
+            self.metrics.records_received.inc(len(parsed.records) + len(parsed.rejected))
+        except PageTooLarge as exc:
+            return error(413, str(exc), _UNREAD)
+        except (InvalidDump, ClientGone) as exc:
             return error(400, str(exc))
         return JSONResponse({"added": report.added, "changed": report.changed,
                              "rejected": len(report.rejected),

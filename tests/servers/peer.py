@@ -2,16 +2,18 @@
 
 ``lying_peer`` (a fixture) starts a :class:`LyingPeer`; set its ``answer`` to a
 function of ``(since, limit)`` returning the page's JSON object (a correct
-node answers ``{"version", "records", "cursor", "more"}``).  Everything is
-bounded: after ``MAX_PAGES`` pages it answers 410 Gone, so a client that would
-ask forever stops with an error instead of hanging the suite.
+node answers ``{"version", "records", "cursor", "more"}``), or the body itself:
+``bytes`` (sent with its Content-Length) or an iterator of ``bytes`` (sent
+chunked, as long as it goes on and the client reads: a page that never ends).
+Everything is bounded: after ``MAX_PAGES`` pages it answers 410 Gone, so a client
+that would ask forever stops with an error instead of hanging the suite.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +32,8 @@ class LyingPeer:
     def __init__(self) -> None:
         self.answer: Answer = lambda since, limit: {"version": "0.2", "records": [], "cursor": since,
                                                      "more": False}
+        #: Headers added to every answer.
+        self.headers: dict[str, str] = {}
         #: The ``since`` of every page asked for, in order.
         self.asked: list[int] = []
         self._lock = threading.Lock()
@@ -86,12 +90,37 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(*self.server.owner.page(since, limit))
 
     def _send(self, status: int, answer: object) -> None:
-        body = json.dumps(answer).encode()
+        if isinstance(answer, Iterator):
+            self._send_chunked(status, answer)
+            return
+        body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self._headers()
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except OSError:  # the client stopped reading (a page it refused)
+            self.close_connection = True
+
+    def _headers(self) -> None:
+        self.send_header("Content-Type", "application/json")
+        for name, value in self.server.owner.headers.items():
+            self.send_header(name, value)
+
+    def _send_chunked(self, status: int, chunks: Iterable[bytes]) -> None:
+        """The body in chunks, until they end or the client stops reading."""
+        self.send_response(status)
+        self._headers()
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away: what a never-ending page waits for
+            self.close_connection = True
 
 
 @pytest.fixture
