@@ -217,9 +217,12 @@ def _post(server: NodeServer, body: Iterator[bytes]) -> int:
 
 def _post_rss(bench: Bench, figure: str, shape: Shape, posters: int, limit_mib: float) -> Row:
     """Peak RSS of a fresh cm serve above its rest while ``posters`` clients POST 200 MiB
-    bodies of ``shape`` records at once; each must be refused, nothing merged."""
+    bodies of ``shape`` records at once; each must be refused, nothing merged.  The node
+    admits ``posters`` pushes at once (``serve.catalog_pushes``, default 2), so that all
+    of them are parsed together rather than some answered 503."""
     with fresh_dir(bench.root, "catalog-post") as scratch, \
-            running_node(scratch / "served", capacity=1 << 30) as server:
+            running_node(scratch / "served", capacity=1 << 30,
+                         serve={"catalog_pushes": posters}) as server:
         warm = [_common(n) for n in range(10)]
         auth = {"Authorization": f"Bearer {server.token}"}
         with httpx.Client(base_url=server.base_url, headers=auth) as http:
